@@ -1,0 +1,11 @@
+"""pyg_ghn: Graph HyperNetworks for PyTorch Geometric.
+
+Data flow: ``nn.Module`` -> :class:`ArchGraph` (:mod:`pyg_ghn.graph`) -> PyG ``Batch`` -> :class:`GHN`
+(:mod:`pyg_ghn.nn`) -> predicted parameters -> network.
+"""
+from .primitives import PRIMITIVES, PRIMITIVE_IDS, Role
+from .graph import ArchGraph, CyclicGraphError
+
+__version__ = '0.1.0'
+
+__all__ = ['PRIMITIVES', 'PRIMITIVE_IDS', 'Role', 'ArchGraph', 'CyclicGraphError']

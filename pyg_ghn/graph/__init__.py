@@ -1,0 +1,4 @@
+from .arch_graph import ArchGraph
+from .dag import CyclicGraphError, topological_levels, topological_order
+
+__all__ = ['ArchGraph', 'CyclicGraphError', 'topological_levels', 'topological_order']

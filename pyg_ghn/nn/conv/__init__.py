@@ -1,0 +1,3 @@
+from .ghn2_conv import GHN2Conv
+
+__all__ = ['GHN2Conv']

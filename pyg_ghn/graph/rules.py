@@ -1,0 +1,69 @@
+"""Which modules and autograd operations become graph nodes, and as which primitive.
+
+These are the rules of the original GHN-2 graph builder (spec §1.3), recognised by ``isinstance`` and by
+structure instead of exact types and list positions. ``extended=True`` adds modules the original leaves
+unpredicted, mapped onto the closest primitive.
+"""
+from typing import Optional
+
+from torch import nn
+
+__all__ = ['param_primitive', 'op_primitive', 'is_norm', 'ALWAYS_KEPT_OPS']
+
+
+def _is_pos_enc(module: nn.Module) -> bool:
+    # Modules may declare themselves a primitive; DeepNets' positional encoding is recognised by name so that
+    # user-defined classes of the same name (the original's convention) work too.
+    return getattr(module, 'ghn_primitive', None) == 'pos_enc' or type(module).__name__ == 'PosEnc'
+
+
+_EXTENDED_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def is_norm(module: nn.Module, extended: bool = False) -> bool:
+    """Norm layers predict weight and bias from one node (the bias is never a node of its own)."""
+    if isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
+        return True
+    return extended and isinstance(module, _EXTENDED_NORMS)
+
+
+def param_primitive(module: nn.Module, param_name: str, extended: bool = False) -> Optional[str]:
+    """The primitive of a node holding parameter ``param_name`` (qualified) of ``module``, or ``None`` when
+    the parameter is not predicted."""
+    declared = getattr(module, 'ghn_primitive', None)
+    if _is_pos_enc(module):
+        return 'pos_enc'
+    if declared is not None:
+        return declared
+    if isinstance(module, nn.Conv2d) or (extended and isinstance(module, nn.Conv1d)):
+        if 'bias' in param_name.rsplit('.', 1)[-1]:
+            return 'bias'
+        if module.groups > 1:
+            return 'dil_conv' if min(module.dilation) > 1 else 'sep_conv'
+        return 'conv'
+    if isinstance(module, nn.Linear):
+        return 'bias' if 'bias' in param_name.rsplit('.', 1)[-1] else 'conv'
+    if isinstance(module, nn.BatchNorm2d):
+        return 'bn'
+    if isinstance(module, nn.LayerNorm):
+        return 'ln'
+    if extended:
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+                               nn.modules.instancenorm._InstanceNorm)):
+            return 'bn'
+    return None
+
+
+# Autograd operations (the name before "Backward") that are graph nodes whenever they appear.
+ALWAYS_KEPT_OPS = {
+    'MaxPool2DWithIndices': 'max_pool',
+    'AvgPool2D': 'avg_pool',
+    'AdaptiveAvgPool2D': 'glob_avg',
+}
+
+
+def op_primitive(op: str) -> Optional[str]:
+    """Primitive of an operation node kept by the conditional rules (see ``builder``)."""
+    if op in ALWAYS_KEPT_OPS:
+        return ALWAYS_KEPT_OPS[op]
+    return {'Mean': 'glob_avg', 'Add': 'sum', 'Cat': 'concat', 'Mul': 'cse'}.get(op)

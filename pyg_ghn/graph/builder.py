@@ -317,10 +317,11 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
     index = {v: i for i, v in enumerate(alive)}
     edges = [(index[u], index[w]) for u in alive for w in g.succ[u]]
     edge_index = torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)
-    level_fw, _ = topological_levels(edge_index, len(alive))
-    order = sorted(range(len(alive)), key=lambda i: (int(level_fw[i]), alive[i]))
+    level_fw, level_bw = topological_levels(edge_index, len(alive))
+    fw = level_fw.tolist()
+    order = torch.tensor(sorted(range(len(alive)), key=lambda i: (fw[i], alive[i])))
     perm = torch.empty(len(alive), dtype=torch.long)
-    perm[torch.tensor(order)] = torch.arange(len(alive))
+    perm[order] = torch.arange(len(alive))
     edge_index = perm[edge_index]
     edge_index = edge_index[:, torch.argsort(edge_index[0] * len(alive) + edge_index[1])]
     verts = [g.v[alive[i]] for i in order]
@@ -369,6 +370,6 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
         cell=torch.tensor(_cell_indices(node_names, int(getattr(model, '_n_cells', 1) or 1)), dtype=torch.long),
         param_names=[list(v.params) for v in verts], node_names=node_names, unpredicted=unpredicted,
     )
-    data.level_fw, data.level_bw = topological_levels(edge_index, n)
+    data.level_fw, data.level_bw = level_fw[order], level_bw[order]
     data.edge_index_sp, data.edge_dist_sp = shortest_path_edges(edge_index, n, max_sp_dist or 1)
     return data

@@ -3,9 +3,8 @@
 Everything here works on a plain ``edge_index`` (source -> target), so it applies to any DAG, not only to
 architecture graphs.
 """
-from typing import Tuple
+from typing import List, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,32 +15,33 @@ class CyclicGraphError(ValueError):
     """Raised when a graph that must be a directed acyclic graph has a cycle."""
 
 
-def _kahn_levels(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> np.ndarray:
-    # Longest-path depth from the sources, computed frontier by frontier (Kahn's algorithm): a node's
-    # level is fixed once all of its predecessors have been popped.
-    indeg = np.bincount(dst, minlength=num_nodes)
-    order = np.argsort(src, kind='stable')
-    src_sorted, dst_sorted = src[order], dst[order]
-    ptr = np.zeros(num_nodes + 1, dtype=np.int64)
-    np.cumsum(np.bincount(src, minlength=num_nodes), out=ptr[1:])
-    level = np.zeros(num_nodes, dtype=np.int64)
-    frontier = np.flatnonzero(indeg == 0)
-    seen, depth = 0, 0
-    while frontier.size:
-        level[frontier] = depth
-        seen += frontier.size
-        # All out-edges of the frontier, gathered with one vectorised range expansion.
-        counts = ptr[frontier + 1] - ptr[frontier]
-        starts = np.repeat(ptr[frontier] - np.cumsum(counts) + counts, counts)
-        targets = dst_sorted[starts + np.arange(counts.sum())]
-        np.subtract.at(indeg, targets, 1)
-        frontier = np.unique(targets[indeg[targets] == 0])
-        depth += 1
+def _kahn_levels(src: List[int], dst: List[int], num_nodes: int) -> List[int]:
+    # Longest-path depth from the sources by Kahn's algorithm: a node's level is final once all of its
+    # predecessors have been popped. Plain Python lists: graphs have 10^2-10^3 nodes, where this is several
+    # times faster than vectorised numpy with its per-level call overhead.
+    succ: List[List[int]] = [[] for _ in range(num_nodes)]
+    indeg = [0] * num_nodes
+    for u, v in zip(src, dst):
+        succ[u].append(v)
+        indeg[v] += 1
+    level = [0] * num_nodes
+    stack = [v for v in range(num_nodes) if indeg[v] == 0]
+    seen = 0
+    while stack:
+        u = stack.pop()
+        seen += 1
+        lu = level[u] + 1
+        for v in succ[u]:
+            if level[v] < lu:
+                level[v] = lu
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                stack.append(v)
     if seen != num_nodes:
-        cyclic = np.flatnonzero(indeg > 0)
+        cyclic = [v for v in range(num_nodes) if indeg[v] > 0]
         raise CyclicGraphError(
             f'The graph is not a directed acyclic graph: {num_nodes - seen} of {num_nodes} nodes lie on '
-            f'or after a cycle (e.g. nodes {cyclic[:8].tolist()}).')
+            f'or after a cycle (e.g. nodes {cyclic[:8]}).')
     return level
 
 
@@ -56,15 +56,14 @@ def topological_levels(edge_index: Tensor, num_nodes: int) -> Tuple[Tensor, Tens
     Raises:
         CyclicGraphError: if the graph has a cycle (a self-loop included).
     """
-    ei = edge_index.detach().cpu().numpy().astype(np.int64, copy=False)
-    src, dst = ei[0], ei[1]
-    level_fw = _kahn_levels(src, dst, num_nodes)
-    level_bw = _kahn_levels(dst, src, num_nodes)
-    return torch.from_numpy(level_fw), torch.from_numpy(level_bw)
+    src, dst = edge_index.detach().cpu().tolist()
+    level_fw = torch.tensor(_kahn_levels(src, dst, num_nodes), dtype=torch.long)
+    level_bw = torch.tensor(_kahn_levels(dst, src, num_nodes), dtype=torch.long)
+    return level_fw, level_bw
 
 
 def topological_order(edge_index: Tensor, num_nodes: int) -> Tensor:
     """A topological order: nodes sorted by forward level, ties kept in index order (as networkx >= 2.6's
     ``topological_generations`` lists them)."""
     level_fw, _ = topological_levels(edge_index, num_nodes)
-    return torch.from_numpy(np.argsort(level_fw.numpy(), kind='stable'))
+    return torch.argsort(level_fw, stable=True)

@@ -73,17 +73,20 @@ _SMALL_INPUT = 3 * 64 * 64
 
 
 def _attempts(model: nn.Module, input_size: Sequence[int], device) -> List[Tuple[torch.device, int]]:
+    # Batch 1 is cheapest, but BatchNorm in training mode needs two values per channel (1x1 maps at the
+    # end of deep nets at 32x32); on meta the batch size costs nothing.
+    bn_training = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+    def plan(dev: torch.device) -> List[Tuple[torch.device, int]]:
+        return [(dev, 2)] if bn_training or dev.type == 'meta' else [(dev, 1), (dev, 2)]
     if device is not None:
-        dev = torch.device(device)
-        return [(dev, 1), (dev, 2)]
+        return plan(torch.device(device))
     try:
         own = _model_device(model)
     except GraphBuildError:
-        return [(torch.device('meta'), 1), (torch.device('meta'), 2)]
+        return plan(torch.device('meta'))
     small = own.type == 'cpu' and math.prod(input_size) <= _SMALL_INPUT
     first, second = (own, torch.device('meta')) if small else (torch.device('meta'), own)
-    # Batch 1 is cheapest; batch 2 lets BatchNorm in training mode run at 1x1 resolution.
-    return [(first, 1), (first, 2), (second, 1), (second, 2)]
+    return plan(first) + plan(second)
 
 
 def trace_autograd(model: nn.Module, input_size: Sequence[int],

@@ -19,10 +19,9 @@ and Fashion-MNIST, the last 50 per class for ImageNet), ``'trainval'`` is the wh
 """
 import functools
 import gzip
-import os
 import os.path as osp
 import pickle
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -137,6 +136,7 @@ class InMemoryImageDataset(Dataset):
         augment (bool): apply the CIFAR training augmentation.
         size (int): output side; smaller images are zero-padded to it, centred.
         classes (sequence of str, optional): class names.
+        padding (int): zero padding of the augmentation's random crop.
     """
     def __init__(self, data: Tensor, targets: Tensor, mean: Sequence[float], std: Sequence[float],
                  augment: bool = False, size: int = 32, classes: Optional[Sequence[str]] = None,

@@ -1,10 +1,10 @@
 """Stage 1 of graph building: trace one forward pass and read the autograd graph.
 
-The model runs through :func:`torch.func.functional_call` with fresh leaf tensors standing in for its
-parameters and copies of its buffers, preferably on the ``meta`` device. So tracing works under the
+The model runs with fresh leaf tensors standing in for its parameters and copies of its buffers, preferably on the ``meta`` device. So tracing works under the
 user's ``torch.no_grad()``, with frozen parameters and on any device, and it never touches the user's model:
 not its parameters, not its BatchNorm statistics, not the global random state.
 """
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -52,12 +52,6 @@ def _first_tensor(out: Any) -> Tensor:
     return out
 
 
-def _run(model: nn.Module, params: Dict[str, Tensor], buffers: Dict[str, Tensor], x: Tensor) -> Tensor:
-    with torch.enable_grad():
-        out = torch.func.functional_call(model, {**params, **buffers}, (x,), strict=False)
-    return _first_tensor(out)
-
-
 def _model_device(model: nn.Module) -> torch.device:
     devices = {p.device for p in model.parameters()} | {b.device for b in model.buffers()}
     if len(devices) > 1:
@@ -73,11 +67,10 @@ _SMALL_INPUT = 3 * 64 * 64
 
 
 def _attempts(model: nn.Module, input_size: Sequence[int], device) -> List[Tuple[torch.device, int]]:
-    # Batch 1 is cheapest, but BatchNorm in training mode needs two values per channel (1x1 maps at the
-    # end of deep nets at 32x32); on meta the batch size costs nothing.
-    bn_training = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+    # Batch 1 is cheapest; batch 2 is the fallback for BatchNorm without running statistics at 1x1
+    # resolution (deep nets at 32x32), which needs two values per channel. On meta the batch size is free.
     def plan(dev: torch.device) -> List[Tuple[torch.device, int]]:
-        return [(dev, 2)] if bn_training or dev.type == 'meta' else [(dev, 1), (dev, 2)]
+        return [(dev, 2)] if dev.type == 'meta' else [(dev, 1), (dev, 2)]
     if device is not None:
         return plan(torch.device(device))
     try:
@@ -89,38 +82,75 @@ def _attempts(model: nn.Module, input_size: Sequence[int], device) -> List[Tuple
     return plan(first) + plan(second)
 
 
+@contextlib.contextmanager
+def _running_stats_mode(model: nn.Module):
+    """BatchNorm layers that keep running statistics trace in eval mode: same autograd graph, no batch-size
+    constraint (so batch 1 works), and the statistics are read from our buffer copies. Their ``training``
+    flags are restored on exit, so the model is left as it was."""
+    flipped = [m for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    for m in flipped:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in flipped:
+            m.training = True
+
+
+@contextlib.contextmanager
+def _stand_ins(slots: List[Tuple[nn.Module, str, str, Tensor]], replace: Dict[int, Tensor]):
+    """Puts stand-in tensors in the model's parameter and buffer slots for one call and puts the originals
+    back afterwards, whatever happens (what ``torch.func.functional_call`` does, without its per-call
+    bookkeeping, which costs more than tracing a small network)."""
+    try:
+        for module, kind, key, t in slots:
+            getattr(module, kind)[key] = replace[id(t)]
+        yield
+    finally:
+        for module, kind, key, t in slots:
+            getattr(module, kind)[key] = t
+
+
 def trace_autograd(model: nn.Module, input_size: Sequence[int],
                    device: Union[str, torch.device, None] = None) -> Tuple[AutogradGraph, Dict[int, str]]:
     """Runs ``model`` once on a random input of shape ``(batch, *input_size)`` and returns its autograd
-    graph. ``device=None`` picks the faster of the ``meta`` device (no memory, no compute; a known 1.3-3.7x
-    speed-up for big inputs) and the model's own device, and falls back to the other when an operation fails
-    there (e.g. no meta kernel)."""
-    named = list(model.named_parameters(remove_duplicate=False))
-    if not named:
+    graph and the parameter name of every leaf. ``device=None`` picks the faster of the ``meta`` device (no
+    memory, no compute; faster for big inputs) and the model's own device, and falls back to the other when
+    an operation fails there (e.g. no meta kernel)."""
+    slots: List[Tuple[nn.Module, str, str, Tensor]] = []
+    names: Dict[int, str] = {}  # parameter id -> first qualified name (tied tensors keep one name)
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for kind in ('_parameters', '_buffers'):
+            for key, t in getattr(module, kind).items():
+                if t is not None:
+                    slots.append((module, kind, key, t))
+                    if kind == '_parameters':
+                        names.setdefault(id(t), f'{mod_name}.{key}' if mod_name else key)
+    if not names:
         raise GraphBuildError(f'{type(model).__name__} has no parameters: there is nothing to predict.')
-    buffers = {n: b for n, b in model.named_buffers(remove_duplicate=False)}
 
     errors = []
     for target, batch_size in _attempts(model, input_size, device):
         on_meta = target.type == 'meta'
         rng_devices = [target] if target.type == 'cuda' else []
         try:
-            # One fresh leaf per distinct tensor, so tied parameters stay tied; detach() shares storage.
-            fresh: Dict[int, Tensor] = {}
-            params = {}
-            for name, p in named:
-                if id(p) not in fresh:
-                    t = torch.empty_like(p, device=target) if on_meta else p.detach().to(target)
-                    fresh[id(p)] = t.requires_grad_(True)
-                params[name] = fresh[id(p)]
-            # Buffers are copied so that BatchNorm statistics of the user's model stay as they are.
-            bufs = {n: (torch.empty_like(b, device=target) if on_meta else b.detach().to(target).clone())
-                    for n, b in buffers.items()}
+            # Parameters: fresh leaves (detach() shares storage, so no copy), one per distinct tensor so that
+            # tied parameters stay tied. Buffers: copies, so BatchNorm statistics of the model stay as they are.
+            replace: Dict[int, Tensor] = {}
+            for _, kind, _, t in slots:
+                if id(t) not in replace:
+                    if on_meta:
+                        new = torch.empty_like(t, device=target)
+                    else:
+                        new = t.detach().to(target) if kind == '_parameters' else t.detach().to(target).clone()
+                    replace[id(t)] = new.requires_grad_(True) if kind == '_parameters' else new
             with torch.random.fork_rng(devices=rng_devices):  # the user's random state stays as it is
                 x = torch.empty(batch_size, *input_size, device=target) if on_meta else \
                     torch.randn(batch_size, *input_size, device=target)
                 x.requires_grad_(True)  # marks the input's entry point in the autograd graph
-                out = _run(model, params, bufs, x)
+                with torch.enable_grad(), _stand_ins(slots, replace), _running_stats_mode(model):
+                    out = _first_tensor(model(x))
             break
         except GraphBuildError:
             raise
@@ -136,10 +166,7 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
 
     if out.grad_fn is None:
         raise GraphBuildError(f'The output of {type(model).__name__} does not depend on its parameters.')
-
-    leaf_names: Dict[int, str] = {}
-    for name, t in params.items():
-        leaf_names.setdefault(id(t), name)  # a tied tensor keeps its first name
+    leaf_names = {id(replace[pid]): name for pid, name in names.items()}
     graph = _read_autograd(out.grad_fn, x, leaf_names)
     graph.on_meta = on_meta
     return graph, leaf_names

@@ -187,8 +187,9 @@ def evaluate(model: nn.Module, loader: Iterable, device: Optional[Union[str, tor
     with bn_eval_mode(model, bn_mode, bn_types, restore):
         if bn_mode == 'running':  # calibrate_bn leaves every module in eval mode, as it found them
             calibrate_bn(model, calibrate_loader, calibrate_batches, device, bn_types, params)
-        correct = torch.zeros(len(topk), dtype=torch.long)
-        loss_sum, n = 0.0, 0
+        # Sums stay on the device: no host sync per batch.
+        correct = torch.zeros(len(topk), dtype=torch.long, device=device)
+        loss_sum, n = torch.zeros((), dtype=torch.float64, device=device), 0
         batches = loader
         if progress:
             from tqdm.auto import tqdm
@@ -198,16 +199,16 @@ def evaluate(model: nn.Module, loader: Iterable, device: Optional[Union[str, tor
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = _forward(model, x, params).float()
-            loss_sum += F.cross_entropy(logits, y, reduction='sum').item()
+            loss_sum += F.cross_entropy(logits, y, reduction='sum').double()
             kmax = min(max(topk), logits.size(1))
             pred = logits.topk(kmax, dim=1).indices                       # [B, kmax]
             hit = pred.eq(y.view(-1, 1))
-            correct += torch.stack([hit[:, :min(k, kmax)].any(1).sum() for k in topk]).cpu()
+            correct += torch.stack([hit[:, :min(k, kmax)].any(1).sum() for k in topk])
             n += y.numel()
     if n == 0:
         raise ValueError('the loader yielded no samples')
     out = {f'top{k}': 100.0 * c / n for k, c in zip(topk, correct.tolist())}
-    out.update(loss=loss_sum / n, n=n)
+    out.update(loss=loss_sum.item() / n, n=n)
     return out
 
 

@@ -1,6 +1,5 @@
 import math
 import os.path as osp
-import warnings
 
 import numpy as np
 import pytest
@@ -254,7 +253,7 @@ FMNIST = '/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz'
 def _tiny_cnn():
     return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+                         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(256, 10))
 
 
 @pytest.mark.skipif(not osp.isfile(FMNIST), reason='apt-get install -y dataset-fashion-mnist')
@@ -267,15 +266,15 @@ def test_train_sgd_on_fashion_mnist_slice():
         model = he_init_(_tiny_cnn(), seed=0)
         loader = DataLoader(train, batch_size=96, shuffle=True, generator=torch.Generator())
         acc0 = evaluate(model, val)['top1']
-        losses = train_sgd(model, loader, steps=40, lr=0.05, seed=0)   # 2 passes over the 20 batches
+        losses = train_sgd(model, loader, steps=40, seed=0)   # paper defaults; 2 passes over 20 batches
         return model, losses, acc0
 
     model, losses, acc0 = run()
     assert len(losses) == 40 and model.training                 # mode restored
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
-    assert first > 2.0 and last < first - 0.6, (first, last)
+    assert first > 2.0 and last < 1.3, (first, last)              # measured: 2.24 -> 0.97
     acc = evaluate(model, val)['top1']
-    assert acc > 50 and acc > acc0 + 20, (acc0, acc)
+    assert acc0 < 25 and acc > 65, (acc0, acc)                   # measured: 7.2% -> 75.0%
     _, losses2, _ = run()
     assert losses2 == losses                                    # deterministic with a seed
 

@@ -31,3 +31,10 @@ def test_no_virtual_edges_below_two():
 def test_levels_transform():
     data = AddTopologicalLevels()(Data(edge_index=torch.tensor([[0, 1, 0], [1, 2, 2]]), num_nodes=4))
     assert data.level_fw.tolist() == [0, 1, 2, 0] and data.level_bw.tolist() == [2, 1, 0, 0]
+
+
+def test_cyclic_graphs_use_breadth_first_search():
+    ei = torch.tensor([[0, 1, 2, 2], [1, 2, 0, 3]])  # 0 -> 1 -> 2 -> 0 and 2 -> 3
+    data = AddShortestPathEdges(max_dist=3)(Data(edge_index=ei, num_nodes=4))
+    got = list(zip(*data.edge_index_sp.tolist(), data.edge_dist_sp.tolist()))
+    assert got == [(0, 2, 2), (0, 3, 3), (1, 0, 2), (1, 3, 2), (2, 1, 2)]

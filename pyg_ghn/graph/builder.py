@@ -97,14 +97,8 @@ def _is_gated_mul(ag: AutogradGraph, i: int) -> bool:
     return False
 
 
-def _raw_graph(model: nn.Module, ag: AutogradGraph, extended: bool,
-               param_shapes: Dict[str, Tuple[int, ...]]) -> Tuple[_RawGraph, Set[str]]:
-    owner: Dict[str, nn.Module] = {}
-    for mod_name, module in model.named_modules(remove_duplicate=False):
-        for p_name, p in module._parameters.items():  # direct parameters; faster than named_parameters
-            if p is not None:
-                owner.setdefault(f'{mod_name}.{p_name}' if mod_name else p_name, module)
-
+def _raw_graph(ag: AutogradGraph, params: Dict[str, Tuple[torch.Tensor, nn.Module]],
+               extended: bool) -> Tuple[_RawGraph, Set[str]]:
     g = _RawGraph()
     inp = g.add(_Vertex('input', prim='input', name='input'))
     span: List[Tuple[int, int]] = []  # (first, last) vertex of each autograd function
@@ -118,7 +112,7 @@ def _raw_graph(model: nn.Module, ag: AutogradGraph, extended: bool,
             if kind == 'input':
                 feeds_input = True
                 continue
-            module = owner[name]
+            module = params[name][1]
             prim = param_primitive(module, name, extended)
             if prim is None:
                 continue
@@ -126,12 +120,12 @@ def _raw_graph(model: nn.Module, ag: AutogradGraph, extended: bool,
                 if name.rsplit('.', 1)[-1] != 'weight':
                     continue  # a norm bias is predicted with its weight, never as a node of its own
                 prefix = name[:-len('weight')]
-                params = (name,) + ((prefix + 'bias',) if getattr(module, 'bias', None) is not None else ())
+                bound = (name,) + ((prefix + 'bias',) if getattr(module, 'bias', None) is not None else ())
             else:
-                params = (name,)
+                bound = (name,)
             used_by[name] = used_by.get(name, 0) + 1
-            covered.update(params)
-            vid = g.add(_Vertex('param', prim=prim, params=params, module=module, name=name))
+            covered.update(bound)
+            vid = g.add(_Vertex('param', prim=prim, params=bound, module=module, name=name))
             if isinstance(module, nn.Linear) and prim == 'conv':
                 linear_weights.append(vid)
             chain.append(vid)
@@ -301,9 +295,8 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
         input_size = (3, input_size, input_size)
     input_size = tuple(int(s) for s in input_size)
 
-    ag, _ = trace_autograd(model, input_size, device=device)
-    param_shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
-    g, covered = _raw_graph(model, ag, extended, param_shapes)
+    ag, params = trace_autograd(model, input_size, device=device)
+    g, covered = _raw_graph(ag, params, extended)
     alive = _filter(g, ag)
 
     if not g.succ[0]:
@@ -334,7 +327,7 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
     role = torch.zeros(n, dtype=torch.long)
     for i, v in enumerate(verts):
         if v.kind == 'param':
-            sz = param_shapes[v.params[0]]
+            sz = tuple(params[v.params[0]][0].shape)
         elif v.prim in ('max_pool', 'avg_pool'):
             sz = _pool_shape(ag, v.fn)
         else:
@@ -358,7 +351,7 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
         role[-2] = Role.CLS_WEIGHT
 
     node_names = [v.name if v.kind == 'param' else (v.prim if v.prim in ('input',) else v.name) for v in verts]
-    all_params = [name for name, _ in model.named_parameters()]
+    all_params = list(params)
     unpredicted = [name for name in all_params if name not in covered]
     if unpredicted and warn:
         warnings.warn(f'{len(unpredicted)} of {len(all_params)} parameter tensors of {type(model).__name__} have '

@@ -7,7 +7,7 @@ not its parameters, not its BatchNorm statistics, not the global random state.
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -52,8 +52,7 @@ def _first_tensor(out: Any) -> Tensor:
     return out
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    devices = {p.device for p in model.parameters()} | {b.device for b in model.buffers()}
+def _model_device(devices: Set[torch.device]) -> torch.device:
     if len(devices) > 1:
         raise GraphBuildError(
             f'The model has tensors on several devices ({sorted(str(d) for d in devices)}) and could not be '
@@ -66,7 +65,7 @@ def _model_device(model: nn.Module) -> torch.device:
 _SMALL_INPUT = 3 * 64 * 64
 
 
-def _attempts(model: nn.Module, input_size: Sequence[int], device) -> List[Tuple[torch.device, int]]:
+def _attempts(devices: Set[torch.device], input_size: Sequence[int], device) -> List[Tuple[torch.device, int]]:
     # Batch 1 is cheapest; batch 2 is the fallback for BatchNorm without running statistics at 1x1
     # resolution (deep nets at 32x32), which needs two values per channel. On meta the batch size is free.
     def plan(dev: torch.device) -> List[Tuple[torch.device, int]]:
@@ -74,7 +73,7 @@ def _attempts(model: nn.Module, input_size: Sequence[int], device) -> List[Tuple
     if device is not None:
         return plan(torch.device(device))
     try:
-        own = _model_device(model)
+        own = _model_device(devices)
     except GraphBuildError:
         return plan(torch.device('meta'))
     small = own.type == 'cpu' and math.prod(input_size) <= _SMALL_INPUT
@@ -113,25 +112,29 @@ def _stand_ins(slots: List[Tuple[nn.Module, str, str, Tensor]], replace: Dict[in
 
 
 def trace_autograd(model: nn.Module, input_size: Sequence[int],
-                   device: Union[str, torch.device, None] = None) -> Tuple[AutogradGraph, Dict[int, str]]:
+                   device: Union[str, torch.device, None] = None
+                   ) -> Tuple[AutogradGraph, Dict[str, Tuple[Tensor, nn.Module]]]:
     """Runs ``model`` once on a random input of shape ``(batch, *input_size)`` and returns its autograd
-    graph and the parameter name of every leaf. ``device=None`` picks the faster of the ``meta`` device (no
+    graph and, per distinct parameter, its first qualified name, the tensor and the module that owns it. ``device=None`` picks the faster of the ``meta`` device (no
     memory, no compute; faster for big inputs) and the model's own device, and falls back to the other when
     an operation fails there (e.g. no meta kernel)."""
     slots: List[Tuple[nn.Module, str, str, Tensor]] = []
     names: Dict[int, str] = {}  # parameter id -> first qualified name (tied tensors keep one name)
+    params: Dict[str, Tuple[Tensor, nn.Module]] = {}
     for mod_name, module in model.named_modules(remove_duplicate=False):
         for kind in ('_parameters', '_buffers'):
             for key, t in getattr(module, kind).items():
                 if t is not None:
                     slots.append((module, kind, key, t))
-                    if kind == '_parameters':
-                        names.setdefault(id(t), f'{mod_name}.{key}' if mod_name else key)
+                    if kind == '_parameters' and id(t) not in names:
+                        names[id(t)] = f'{mod_name}.{key}' if mod_name else key
+                        params[names[id(t)]] = (t, module)
     if not names:
         raise GraphBuildError(f'{type(model).__name__} has no parameters: there is nothing to predict.')
 
     errors = []
-    for target, batch_size in _attempts(model, input_size, device):
+    devices = {t.device for _, _, _, t in slots}
+    for target, batch_size in _attempts(devices, input_size, device):
         on_meta = target.type == 'meta'
         rng_devices = [target] if target.type == 'cuda' else []
         try:
@@ -169,7 +172,7 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
     leaf_names = {id(replace[pid]): name for pid, name in names.items()}
     graph = _read_autograd(out.grad_fn, x, leaf_names)
     graph.on_meta = on_meta
-    return graph, leaf_names
+    return graph, params
 
 
 def _read_autograd(root: Any, x: Tensor, leaf_names: Dict[int, str]) -> AutogradGraph:

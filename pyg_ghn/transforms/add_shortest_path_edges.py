@@ -16,8 +16,9 @@ def _dag_distances(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> np.ndarr
     the smallest distances into its predecessors, which all lie on lower levels. One vectorised step per
     level, so it costs O(levels) NumPy calls instead of a search from every node."""
     level = np.asarray(_kahn_levels(src.tolist(), dst.tolist(), num_nodes))
-    unreachable = np.iinfo(np.int32).max // 2
-    into = np.full((num_nodes, num_nodes), unreachable, dtype=np.int32)  # into[v, u] = dist(u -> v)
+    dtype = np.int16 if num_nodes < np.iinfo(np.int16).max // 2 else np.int32  # half the memory traffic
+    unreachable = np.iinfo(dtype).max // 2  # path lengths stay below this, and +1 cannot overflow
+    into = np.full((num_nodes, num_nodes), unreachable, dtype=dtype)  # into[v, u] = dist(u -> v)
     np.fill_diagonal(into, 0)
     order = np.lexsort((dst, level[dst]))  # edges grouped by target, targets by level
     src, dst = src[order], dst[order]

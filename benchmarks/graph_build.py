@@ -1,0 +1,62 @@
+"""Time to build architecture graphs (virtual edges included), single-threaded.
+
+    python benchmarks/graph_build.py [--repeats 7]
+
+Prints a table: the median over repeats of ``pyg_ghn.from_module`` (tracing included) for torchvision's
+ResNet-50 at 32x32 and 224x224 and the DARTS network of DeepNets-1M (794 nodes), split into the tracing
+forward pass and the rest. The original builder's times on one core of this machine (spec) are printed
+beside them for scale.
+"""
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+import torchvision
+
+import pyg_ghn.graph.builder as builder
+from pyg_ghn.deepnets.predefined import darts
+from pyg_ghn.graph import from_module
+
+ORIGINAL_MS = {'resnet50 @32': 60, 'darts-794 @32': 320}
+TARGET_MS = {'resnet50 @32': 12, 'darts-794 @32': 65}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--repeats', type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter('ignore')
+
+    trace_times = []
+    original_trace = builder.trace_autograd
+
+    def timed_trace(*a, **k):
+        t = time.perf_counter()
+        out = original_trace(*a, **k)
+        trace_times.append(time.perf_counter() - t)
+        return out
+
+    builder.trace_autograd = timed_trace
+    cases = [('resnet50 @32', torchvision.models.resnet50(), (3, 32, 32)),
+             ('resnet50 @224', torchvision.models.resnet50(), (3, 224, 224)),
+             ('darts-794 @32', darts(), (3, 32, 32))]
+    print(f'{"network":<16}{"nodes":>7}{"virtual":>9}{"total ms":>10}{"trace ms":>10}{"rest ms":>9}'
+          f'{"original ms":>13}{"target ms":>11}')
+    for name, model, size in cases:
+        totals, traces = [], []
+        for _ in range(args.repeats + 1):
+            t = time.perf_counter()
+            g = from_module(model, size)
+            totals.append(time.perf_counter() - t)
+            traces.append(trace_times[-1])
+        total, trace = statistics.median(totals[1:]) * 1e3, statistics.median(traces[1:]) * 1e3
+        print(f'{name:<16}{g.num_nodes:>7}{g.edge_index_sp.size(1):>9}{total:>10.1f}{trace:>10.1f}'
+              f'{total - trace:>9.1f}{ORIGINAL_MS.get(name, float("nan")):>13.0f}'
+              f'{TARGET_MS.get(name, float("nan")):>11.0f}')
+
+
+if __name__ == '__main__':
+    main()

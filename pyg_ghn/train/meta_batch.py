@@ -1,0 +1,75 @@
+"""Meta-batches of architectures: which networks a training step sees (paper §4.3, Equation 2)."""
+import json
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Sampler
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+
+__all__ = ['MetaBatchSampler', 'meta_batch_loader', 'networks_of']
+
+
+class MetaBatchSampler(Sampler):
+    r"""An infinite stream of meta-batches of ``meta_batch`` architectures drawn uniformly from
+    ``num_archs``, each with a seed for its training-time width.
+
+    Draw :math:`k` is a pure function of ``(seed, k)``, so a stream started at ``start=k`` continues an
+    interrupted run exactly. With ``world_size > 1`` every rank walks the same draws and keeps its share
+    (items ``rank, rank + world_size, ...``), so the ranks together see the whole meta-batch.
+    Items are ``(index, width_seed)`` pairs, which :class:`~pyg_ghn.datasets.DeepNets1M` accepts.
+    """
+
+    def __init__(self, num_archs: int, meta_batch: int = 8, seed: int = 0, start: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if meta_batch % world_size:
+            raise ValueError(f'meta_batch={meta_batch} must be a multiple of the world size {world_size}')
+        self.num_archs, self.meta_batch, self.seed = num_archs, meta_batch, seed
+        self.start, self.rank, self.world_size = start, rank, world_size
+
+    def draw(self, k: int) -> List[Tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, k])
+        idx = rng.integers(self.num_archs, size=self.meta_batch)
+        seeds = rng.integers(2 ** 31, size=self.meta_batch)
+        pairs = [(int(i), int(s)) for i, s in zip(idx, seeds)]
+        return pairs[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        k = self.start
+        while True:
+            yield self.draw(k)
+            k += 1
+
+    def __len__(self) -> int:  # infinite; DataLoader only needs it for progress estimates
+        return 2 ** 62
+
+
+def meta_batch_loader(dataset: Any, meta_batch: int = 8, seed: int = 0, start: int = 0, num_workers: int = 0,
+                      rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A PyG :class:`~torch_geometric.loader.DataLoader` over ``dataset`` yielding one
+    :class:`~torch_geometric.data.Batch` of architecture graphs per training step; graphs are built in the
+    workers."""
+    sampler = MetaBatchSampler(len(dataset), meta_batch, seed, start, rank, world_size)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
+
+
+def networks_of(batch: Batch, build: Any, device: torch.device) -> List[nn.Module]:
+    """Instantiates the networks of a batch for a functional forward pass.
+
+    The modules are built on the ``meta`` device: their parameters are only placeholders, replaced by the
+    GHN's predictions through :func:`torch.func.functional_call`, so nothing is allocated or initialised.
+    Buffers (if any) are materialised on ``device`` and reset."""
+    nets = []
+    for args in batch.net_args:
+        with torch.device('meta'):
+            net = build(json.loads(args) if isinstance(args, str) else args)
+        if any(True for _ in net.buffers()):
+            net = net.to_empty(device=device)
+            for m in net.modules():
+                if hasattr(m, 'reset_running_stats'):
+                    m.reset_running_stats()
+        nets.append(net.train())
+    return nets

@@ -1,0 +1,296 @@
+"""Training a GHN on meta-batches of architectures (paper §4.3, Equation 2; spec §5).
+
+One step: ``b_m`` architectures (a PyG ``Batch``) and one image batch; the GHN predicts all their parameters
+in one pass; each network runs functionally on the same images; the loss is the mean over networks; one
+optimizer step. Checkpoints are atomic and carry everything needed to resume exactly: GHN, optimizer,
+scheduler, random states and the position in both data streams.
+"""
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+import ast
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .meta_batch import networks_of
+
+__all__ = ['TrainConfig', 'Trainer', 'TooManySkippedSteps']
+
+
+class TooManySkippedSteps(RuntimeError):
+    """Training stopped because too many steps had a non-finite loss or ran out of memory."""
+
+
+@dataclass
+class TrainConfig:
+    r"""Hyperparameters; the defaults are the original GHN-2 recipe (spec §5).
+
+    ``steps_per_epoch=None`` makes an epoch one pass over the image loader. The learning rate drops by
+    ``gamma`` at ``lr_milestones`` (fractions of ``epochs``: 2/3 and 5/6, i.e. 200 and 250 of 300).
+    Steps whose loss is not finite, that run out of memory, or whose meta-batch has more than ``max_nodes``
+    nodes are skipped; training stops when skipped steps exceed ``max_skipped_frac`` of an epoch.
+    """
+    epochs: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    lr_milestones: tuple = (2 / 3, 5 / 6)
+    gamma: float = 0.1
+    grad_clip: float = 5.0
+    meta_batch: int = 8
+    max_nodes: int = 2200
+    steps_per_epoch: Optional[int] = None
+    ckpt_every: int = 0  # steps; 0 = only at the end of each epoch
+    max_skipped_frac: float = 1 / 50
+    amp: bool = False
+    seed: int = 1111
+    log_every: int = 50
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    draws: int = 0  # meta-batches consumed from the architecture stream (incl. over-budget ones)
+    skipped: int = 0
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    r"""Trains ``ghn`` on architectures from ``arch_loader`` and images from ``image_loader``.
+
+    Args:
+        ghn: a :class:`pyg_ghn.nn.GHN`.
+        dataset: the architecture dataset (e.g. :class:`pyg_ghn.datasets.DeepNets1M`), used to rebuild the
+            architecture stream at the right position on resume.
+        image_loader: the training images; reseeded per epoch with :func:`pyg_ghn.datasets.seed_loader_`.
+        build_network: ``net_args dict -> nn.Module`` (e.g. :func:`pyg_ghn.datasets.build_network`).
+        config: :class:`TrainConfig`.
+        ckpt_path: where to write checkpoints (atomically); ``None`` disables them.
+        num_workers: processes building graphs.
+        device: training device.
+
+    With ``torch.distributed`` initialised, every rank takes ``meta_batch / world_size`` architectures of
+    each meta-batch and the same images, and gradients are averaged by one all-reduce per step, so the
+    update equals the single-process one.
+    """
+
+    def __init__(self, ghn: nn.Module, dataset: Any, image_loader: Any, build_network: Callable,
+                 config: Optional[TrainConfig] = None, ckpt_path: Optional[str] = None, num_workers: int = 0,
+                 device: Any = None, log_path: Optional[str] = None, progress: bool = True) -> None:
+        self.config = config or TrainConfig()
+        self.device = torch.device(device) if device is not None else next(ghn.parameters()).device
+        self.ghn = ghn.to(self.device).train()
+        self.dataset, self.image_loader, self.build_network = dataset, image_loader, build_network
+        self.ckpt_path, self.log_path, self.num_workers, self.progress = ckpt_path, log_path, num_workers, progress
+        self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        c = self.config
+        self.optimizer = torch.optim.Adam(self.ghn.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        milestones = sorted({max(1, round(f * c.epochs)) for f in c.lr_milestones})
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=c.gamma)
+        self.scaler = torch.amp.GradScaler('cuda', enabled=c.amp and self.device.type == 'cuda')
+        self.state = _State()
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.config.steps_per_epoch or len(self.image_loader)
+
+    def loss(self, batch: Any, images: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
+        """Mean cross-entropy over the networks of ``batch`` (this rank's share) and their mean accuracy;
+        differentiable w.r.t. the GHN."""
+        nets = networks_of(batch, self.build_network, self.device)
+        with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
+            params = self.ghn.predict_parameters(batch)
+            total, correct = 0., 0.
+            for net, p in zip(nets, params):
+                # Parameters without a node are never used by the forward pass (e.g. preprocessing of a
+                # cell input no op reads); they stay placeholders on the meta device.
+                logits = functional_call(net, p, (images,))
+                logits = logits[0] if isinstance(logits, tuple) else logits
+                total = total + F.cross_entropy(logits.float(), targets)
+                correct += (logits.argmax(1) == targets).float().mean().item()
+        return total / len(nets), torch.tensor(correct / len(nets))
+
+    def _all_reduce_grads(self) -> None:
+        grads = [p.grad for p in self.ghn.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def step(self, batch: Any, images: Tensor, targets: Tensor) -> Optional[Dict[str, float]]:
+        """One optimizer step; ``None`` when the step is skipped (non-finite loss or out of memory)."""
+        c = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            loss, acc = self.loss(batch, images, targets)
+            finite = torch.isfinite(loss.detach()).float()
+            if self.world_size > 1:  # all ranks skip together
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() < 1:
+                self.state.skipped += 1
+                return None
+            self.scaler.scale(loss).backward()
+        except torch.OutOfMemoryError:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == 'cuda':
+                torch.cuda.empty_cache()
+            self.state.skipped += 1
+            return None
+        if self.world_size > 1:
+            self._all_reduce_grads()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.ghn.parameters(), c.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {'loss': loss.item(), 'acc': acc.item(), 'grad_norm': float(grad_norm)}
+
+    # ------------------------------------------------------------------------------------------------
+    def _arch_stream(self):
+        from .meta_batch import meta_batch_loader
+        return iter(meta_batch_loader(self.dataset, self.config.meta_batch, self.config.seed, self.state.draws,
+                                      self.num_workers, self.rank, self.world_size))
+
+    def _over_budget(self, batch: Any) -> bool:
+        share = self.config.max_nodes * batch.num_graphs / self.config.meta_batch
+        over = torch.tensor(float(batch.num_nodes > share))
+        if self.world_size > 1:
+            dist.all_reduce(over, op=dist.ReduceOp.MAX)
+        return over.item() > 0
+
+    def train(self, epochs: Optional[int] = None) -> List[Dict[str, float]]:
+        """Trains until ``config.epochs`` (or ``epochs`` more epochs, for a partial run) and returns the
+        per-epoch history."""
+        from tqdm import tqdm
+
+        from ..datasets.images import seed_loader_
+        c = self.config
+        stop_epoch = c.epochs if epochs is None else min(c.epochs, self.state.epoch + epochs)
+        archs = self._arch_stream()
+        max_skipped = max(1, int(self.steps_per_epoch * c.max_skipped_frac))
+        while self.state.epoch < stop_epoch:
+            seed_loader_(self.image_loader, c.seed + self.state.epoch)
+            images_iter = iter(self.image_loader)
+            for _ in range(self.state.step_in_epoch):  # resume inside an epoch: same images as before
+                next(images_iter)
+            if self.state.step_in_epoch and getattr(self, '_resume_rng', None) is not None:
+                _set_rng_state(self._resume_rng)
+            self._resume_rng = None
+            bar = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch,
+                       desc=f'epoch {self.state.epoch + 1}/{c.epochs}', disable=not self.progress or self.rank)
+            sums, n, t0 = {'loss': 0., 'acc': 0.}, 0, time.time()
+            while self.state.step_in_epoch < self.steps_per_epoch:
+                try:
+                    images, targets = next(images_iter)
+                except StopIteration:
+                    images_iter = iter(self.image_loader)
+                    images, targets = next(images_iter)
+                images, targets = images.to(self.device), targets.to(self.device)
+                while True:
+                    batch = next(archs)
+                    self.state.draws += 1
+                    if not self._over_budget(batch):
+                        break
+                out = self.step(batch.to(self.device), images, targets)
+                if out is None and self.state.skipped > max_skipped:
+                    raise TooManySkippedSteps(
+                        f'{self.state.skipped} steps were skipped (non-finite loss or out of memory), more '
+                        f'than {max_skipped} ({c.max_skipped_frac:.0%} of an epoch). Lower the learning rate, '
+                        f'train without --amp, or reduce --meta-batch / --max-nodes.')
+                self.state.step_in_epoch += 1
+                self.state.global_step += 1
+                if out is not None:
+                    sums['loss'] += out['loss']
+                    sums['acc'] += out['acc']
+                    n += 1
+                    bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", acc=f"{100 * sums['acc'] / n:.1f}")
+                bar.update(1)
+                if c.ckpt_every and self.state.global_step % c.ckpt_every == 0 \
+                        and self.state.step_in_epoch < self.steps_per_epoch:
+                    self.save_checkpoint()
+            bar.close()
+            self.state.history.append({'epoch': self.state.epoch + 1, 'loss': sums['loss'] / max(n, 1),
+                                       'acc': 100 * sums['acc'] / max(n, 1), 'lr': self.scheduler.get_last_lr()[0],
+                                       'skipped': self.state.skipped, 'seconds': time.time() - t0})
+            self.state.epoch += 1
+            self.state.step_in_epoch = 0
+            self.scheduler.step()
+            self.save_checkpoint()
+            self._write_log()
+        return self.state.history
+
+    # ------------------------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return {'format': 'pyg_ghn.trainer', 'ghn': self.ghn.state_dict(), 'ghn_config': self.ghn.config,
+                'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                'scaler': self.scaler.state_dict(), 'train_config': asdict(self.config),
+                'state': asdict(self.state), 'rng': _get_rng_state()}
+
+    def save_checkpoint(self, path: Optional[str] = None) -> None:
+        path = path or self.ckpt_path
+        if path is None or self.rank != 0:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f'{path}.tmp{os.getpid()}'
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restores everything :meth:`state_dict` saved; the next :meth:`train` continues exactly."""
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:
+            raise RuntimeError(f'Cannot read training checkpoint {path!r}: {e}') from e
+        if not isinstance(ckpt, dict) or ckpt.get('format') != 'pyg_ghn.trainer':
+            raise RuntimeError(f'{path!r} is not a pyg_ghn training checkpoint (use GHN.load for GHN weights).')
+        self.ghn.load_state_dict(ckpt['ghn'])
+        self.optimizer.load_state_dict(ckpt['optimizer'])
+        self.scheduler.load_state_dict(ckpt['scheduler'])
+        self.scaler.load_state_dict(ckpt['scaler'])
+        self.state = _State(**ckpt['state'])
+        self._resume_rng = ckpt['rng']
+        _set_rng_state(ckpt['rng'])
+
+    def _write_log(self) -> None:
+        if self.log_path is None or self.rank != 0:
+            return
+        tmp = f'{self.log_path}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump({'config': asdict(self.config), 'history': self.state.history}, f, indent=1)
+        os.replace(tmp, self.log_path)
+
+
+def _get_rng_state() -> Dict[str, Any]:
+    state = {'torch': torch.get_rng_state(), 'numpy': json.dumps(_np_state()), 'python': repr(random.getstate())}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _np_state() -> List[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state['torch'].cpu())
+    name, keys, pos, has_gauss, cached = json.loads(state['numpy'])
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(ast.literal_eval(state['python']))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+

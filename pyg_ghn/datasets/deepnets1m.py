@@ -66,13 +66,17 @@ class DeepNets1M(Dataset):
         large_images (bool): ImageNet-style networks (224x224 inputs) instead of 32x32.
         max_sp_dist (int): virtual-edge cut-off of the graphs. (default: 50)
         cache (bool): keep built graphs in memory. (default: False)
+        attach_network (bool): also return the network, with its parameters on the ``meta`` device, as
+            ``graph.network``: the parameters are placeholders for predicted ones (passed through
+            :func:`torch.func.functional_call`), and the module travels from DataLoader workers almost for free
+            (building it costs more than tracing it). (default: False)
         num_workers (int): processes used to generate the split. (default: 1)
         transform, pre_transform, pre_filter: as in PyG (``pre_transform`` applies to built graphs too).
     """
 
     def __init__(self, root: str, split: str = 'train', num_nets: Optional[int] = None,
                  seed: Optional[int] = None, num_classes: int = 10, large_images: bool = False,
-                 max_sp_dist: int = 50, cache: bool = False, num_workers: int = 1,
+                 max_sp_dist: int = 50, cache: bool = False, attach_network: bool = False, num_workers: int = 1,
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
                  log: bool = True) -> None:
         if split not in _DEFAULT_SIZES:
@@ -81,7 +85,7 @@ class DeepNets1M(Dataset):
         self.num_nets = int(num_nets if num_nets is not None else _DEFAULT_SIZES[split])
         self.seed = SPLIT_SEEDS[split] if seed is None else int(seed)
         self.net_classes, self.large_images, self.max_sp_dist = num_classes, large_images, max_sp_dist
-        self.num_workers = num_workers
+        self.num_workers, self.attach_network = num_workers, attach_network
         self._cache: Optional[OrderedDict] = OrderedDict() if cache else None
         super().__init__(root, transform, pre_transform, log=log)
         with open(self.processed_paths[0]) as f:
@@ -167,6 +171,8 @@ class DeepNets1M(Dataset):
         graph = from_module(net, max_sp_dist=self.max_sp_dist, warn=False)
         graph.net_args = json.dumps(args, separators=(',', ':'))
         graph.net_idx = idx
+        if self.attach_network:
+            graph.network = net.to('meta')
         if self.pre_transform is not None:
             graph = self.pre_transform(graph)
         if self._cache is not None:

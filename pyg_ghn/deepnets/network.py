@@ -176,11 +176,23 @@ class Cell(nn.Module):
         self.multiplier = len(self._concat)
         self._ops = nn.ModuleList(
             make_op(op, C_in, C_out, stride, norm) for op, C_in, C_out, stride in _cell_ops(genotype, spec, is_vit))
+        # States the output depends on: a state no live node reads is never computed, so its parameters are
+        # unused (and have no graph node, as in the original, which never executes such ops).
+        ops = [op for op, _ in edges]
+        live = set(self._concat)
+        for i in reversed(range(self._steps)):
+            if i + 2 in live:
+                live.update(j for op, j in zip(ops[2 * i:2 * i + 2], self._indices[2 * i:2 * i + 2]) if op != 'none')
+        self._live = frozenset(live)
 
     def forward(self, s0: Optional[Tensor], s1: Optional[Tensor], drop_path_prob: float = 0.) -> Optional[Tensor]:
-        states = [None if s0 is None else self.preprocess0(s0), None if s1 is None else self.preprocess1(s1)]
+        states = [None if s0 is None or 0 not in self._live else self.preprocess0(s0),
+                  None if s1 is None or 1 not in self._live else self.preprocess1(s1)]
         for i in range(self._steps):
             s = None
+            if i + 2 not in self._live:
+                states.append(None)
+                continue
             for op, j in zip(self._ops[2 * i:2 * i + 2], self._indices[2 * i:2 * i + 2]):
                 h = states[j]
                 if isinstance(op, Zero) or h is None:
@@ -312,6 +324,14 @@ class Network(nn.Module):
                                    is_imagenet_input)
         self.cells = nn.ModuleList(Cell(genotype, s, norm, preproc, self._is_vit) for s in specs)
         self._auxiliary_cell_ind = 2 * n_cells // 3
+        # Network-level liveness: state t (-2, -1 = stems, k = cell k) is live when a live cell reads it
+        # (cell k reads states k-2 and k-1). Dead cells are not computed, so every parameter that is used
+        # has a node in the graph (the original never executes such ops either).
+        live = {n_cells - 1} | ({self._auxiliary_cell_ind} if auxiliary else set())
+        for k in reversed(range(n_cells)):
+            if k in live:
+                live.update(k - 2 + j for j in (0, 1) if j in self.cells[k]._live)
+        self._live_states = frozenset(live)
         if auxiliary:
             C_aux = specs[self._auxiliary_cell_ind].multiplier * specs[self._auxiliary_cell_ind].C_out
             self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, norm, is_imagenet_input,
@@ -345,13 +365,13 @@ class Network(nn.Module):
             s0 = s1 = self.pos_enc(self.stem0(x))
         elif self._stem_type == 1:
             s0 = self.stem0(x)
-            s1 = self.stem1(s0)
+            s1 = self.stem1(s0) if -1 in self._live_states else None
         else:
             s0 = s1 = self.stem(x)
 
         logits_aux = None
         for k, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, (cell(s0, s1, self.drop_path_prob) if k in self._live_states else None)
             if self._auxiliary and self.training and k == self._auxiliary_cell_ind:
                 if s1 is None:
                     raise ValueError('the auxiliary head input is undefined')

@@ -82,12 +82,28 @@ def _read(path: str, map_location: Any) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f'{path!r} is not a safe GHN checkpoint: it holds objects that '
-                              f'weights_only loading refuses ({e})') from e
+        reason = _unpickler_reason(str(e))
+        if 'global' in reason.lower():
+            raise CheckpointError(f'{path!r} is not a safe GHN checkpoint: it holds objects that '
+                                  f'weights_only loading refuses ({reason})') from e
+        raise CheckpointError(f'Cannot read {path!r} ({os.path.getsize(path)} bytes) as a torch checkpoint: '
+                              f'the file is truncated or corrupt ({reason})') from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError) as e:
-        size = os.path.getsize(path)
-        raise CheckpointError(f'Cannot read {path!r} ({size} bytes) as a torch checkpoint: the file is '
-                              f'truncated or corrupt ({type(e).__name__}: {e})') from e
+        raise CheckpointError(f'Cannot read {path!r} ({os.path.getsize(path)} bytes) as a torch checkpoint: '
+                              f'the file is truncated or corrupt ({type(e).__name__}: {e})') from e
+
+
+def _unpickler_reason(message: str) -> str:
+    # torch's weights_only errors are long; keep the line that names the cause.
+    for line in message.splitlines():
+        if 'WeightsUnpickler error:' in line:
+            rest = line.split('WeightsUnpickler error:', 1)[1].strip()
+            if rest:
+                return rest
+            lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+            i = lines.index(line.strip())
+            return lines[i + 1] if i + 1 < len(lines) else line.strip()
+    return message.strip().splitlines()[0] if message.strip() else 'unpickling failed'
 
 
 def _check_config(config: Any, allowed: tuple, required: tuple, path: str) -> Dict[str, Any]:
@@ -173,6 +189,21 @@ def load_ghn(path: str, map_location: Any = 'cpu') -> 'GHN':  # noqa: F821
     return ghn.to(device).eval()
 
 
+def _plain(obj: Any, where: str) -> Any:
+    # Metadata must load with weights_only=True: plain containers, strings, numbers, tensors.
+    if obj is None or isinstance(obj, (bool, int, float, Tensor)):
+        return obj
+    if isinstance(obj, str):
+        return str(obj)  # e.g. torch's TorchVersion, a str subclass weights_only refuses
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v, where) for v in obj) if type(obj) in (list, tuple) else \
+            [_plain(v, where) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v, f'{where}[{k!r}]') for k, v in obj.items()}
+    raise TypeError(f'{where} holds a {type(obj).__name__}; checkpoints store plain values only (str, '
+                    f'numbers, lists, dicts, tensors) so that they load with weights_only=True')
+
+
 def save_ghn(ghn: 'GHN', path: str, *, half: bool = False,  # noqa: F821
              metadata: Optional[Dict[str, Any]] = None, original: bool = False) -> None:
     """Saves ``ghn`` to ``path`` atomically (a temporary file in the same folder, then ``os.replace``).
@@ -196,9 +227,10 @@ def save_ghn(ghn: 'GHN', path: str, *, half: bool = False,  # noqa: F821
                                 'epoch': (metadata or {}).get('epoch', ghn.metadata.get('epoch'))}
     else:
         from .. import __version__
-        meta = {'pyg_ghn_version': __version__, 'torch_version': torch.__version__}
+        meta = {'pyg_ghn_version': __version__, 'torch_version': str(torch.__version__)}
         meta.update({k: v for k, v in ghn.metadata.items() if k != 'source'})
         meta.update(metadata or {})
+        meta = _plain(meta, 'metadata')
         ckpt = {'format': FORMAT, 'version': _VERSION, 'config': dict(ghn.config),
                 'state_dict': state_dict, 'metadata': meta,
                 'dtype': 'float16' if half else 'float32'}

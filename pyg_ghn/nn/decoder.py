@@ -1,5 +1,5 @@
 """Decoders of GHN-1/GHN-2 (paper appendix B.1): node features -> max-sized parameter tensors."""
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +60,10 @@ class ConvDecoder(nn.Module):
         \mathbf{P}[o, i, y, x] &= \mathbf{Z}[o M_1 + i, y, x] \quad \text{(out-major channels)}
 
     The two :math:`1 \times 1` convolutions of the original act per kernel position and are written here
-    as :class:`~torch.nn.Linear` layers (``conv.0``, ``conv.2``); only the :math:`k_h k_w` needed rows of
-    ``fc`` are evaluated, which gives the same values as decoding :math:`S \times S` and slicing.
+    as :class:`~torch.nn.Linear` layers (``conv.0``, ``conv.2``). The result is always the full
+    decoding, sliced (spec §2.7), but only what survives the slice is evaluated: the :math:`k_h k_w` rows
+    of ``fc`` and, for targets with fewer than :math:`M_0` / :math:`M_1` channels, the rows
+    :math:`o M_1 + i` of ``conv.2`` with :math:`o < m_0, i < m_1`. Every channel count works.
     The classification weight mixes the *out* axis into :math:`K` classes (:meth:`classifier`):
 
     .. math::
@@ -89,7 +91,7 @@ class ConvDecoder(nn.Module):
         self.fc = nn.Sequential(nn.Linear(in_features, self.hid[0] * s * s), nn.ReLU())
         self.conv = MLP(self.hid + (m0 * m1,), last_activation=False)
         self.class_layer_predictor = nn.Sequential(nn.ReLU(), nn.Linear(m0, num_classes))
-        self._rows: Dict[Tuple[int, int, torch.device], Tensor] = {}  # fc rows per kernel size
+        self._rows: Dict[Tuple, Tensor] = {}  # cached row indices of fc / conv.2 per slice
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -100,7 +102,7 @@ class ConvDecoder(nn.Module):
     def _fc_rows(self, kh: int, kw: int, device: torch.device) -> Tensor:
         # fc's output is viewed as (c0, S, S): row c*S*S + y*S + x holds channel c at (y, x). Rows are
         # listed position-major, (y, x, c), so that the output reshapes to (N*kh*kw, c0) directly.
-        key = (kh, kw, device)
+        key = ('fc', kh, kw, device)
         if key not in self._rows:
             s = self.out_shape[2]
             c = torch.arange(self.hid[0], device=device) * s * s
@@ -109,17 +111,52 @@ class ConvDecoder(nn.Module):
             self._rows[key] = (y.view(-1, 1, 1) + x.view(1, -1, 1) + c.view(1, 1, -1)).flatten()
         return self._rows[key]
 
-    def forward(self, x: Tensor, kh: int = 1, kw: int = 1) -> Tensor:
+    def _out_rows(self, m0: int, m1: int, device: torch.device) -> Tensor:
+        # Output channel o*M1 + i (out-major) for o < m0, i < m1.
+        key = ('out', m0, m1, device)
+        if key not in self._rows:
+            o = torch.arange(m0, device=device) * self.out_shape[1]
+            self._rows[key] = (o.view(-1, 1) + torch.arange(m1, device=device).view(1, -1)).flatten()
+        return self._rows[key]
+
+    def forward(self, x: Tensor, kh: int = 1, kw: int = 1, out_channels: Optional[int] = None,
+                in_channels: Optional[int] = None) -> Tensor:
+        """Decodes :math:`(N, m_0, m_1, k_h, k_w)`: the top-left ``out_channels`` x ``in_channels``
+        (default :math:`M_0 \times M_1`) block of the full prediction, which is all a target with at
+        most that many channels uses. Only those output rows are evaluated; the values are those of the
+        full decoding."""
+        return self.forward_multi([x], [(kh, kw)], out_channels, in_channels)[0]
+
+    def forward_multi(self, xs: List[Tensor], kernels: List[Tuple[int, int]],
+                      out_channels: Optional[int] = None, in_channels: Optional[int] = None
+                      ) -> List[Tensor]:
+        """:meth:`forward` for several node sets, each with its own kernel size: ``fc`` runs per set, the
+        :math:`1 \times 1` layers once over all kernel positions of all sets."""
         s = self.out_shape[2]
-        if not (1 <= kh <= s and 1 <= kw <= s):
-            raise ValueError(f'kernel size ({kh}, {kw}) must lie in [1, {s}]; larger kernels are tiled '
-                             f'after decoding (see pyg_ghn.nn.normalize.tile_to_shape)')
-        rows = self._fc_rows(kh, kw, x.device)
+        m0 = self.out_shape[0] if out_channels is None else min(out_channels, self.out_shape[0])
+        m1 = self.out_shape[1] if in_channels is None else min(in_channels, self.out_shape[1])
         lin = self.fc[0]
-        y = F.relu(F.linear(x, lin.weight[rows], lin.bias[rows]))  # (N, kh*kw*c0)
-        z = self.conv(y.view(-1, self.hid[0]))  # (N*kh*kw, M0*M1)
-        m0, m1 = self.out_shape[:2]
-        return z.view(x.size(0), kh, kw, m0, m1).permute(0, 3, 4, 1, 2)
+        ys, sizes = [], []
+        for x, (kh, kw) in zip(xs, kernels):
+            if not (1 <= kh <= s and 1 <= kw <= s):
+                raise ValueError(f'kernel size ({kh}, {kw}) must lie in [1, {s}]; larger kernels are tiled '
+                                 f'after decoding (pyg_ghn.nn.normalize.tile_to_shape)')
+            rows = self._fc_rows(kh, kw, x.device)
+            w, b = lin.weight.index_select(0, rows), lin.bias.index_select(0, rows)
+            ys.append(F.relu(F.linear(x, w, b)).view(-1, self.hid[0]))
+            sizes.append(ys[-1].size(0))
+        z = torch.cat(ys) if len(ys) > 1 else ys[0]  # (positions, c0)
+        for layer in list(self.conv)[:-1]:
+            z = layer(z)
+        last = self.conv[-1]
+        if (m0, m1) == self.out_shape[:2]:
+            z = last(z)
+        else:
+            rows = self._out_rows(m0, m1, z.device)
+            z = F.linear(z, last.weight.index_select(0, rows), last.bias.index_select(0, rows))
+        outs = z.split(sizes) if len(sizes) > 1 else [z]
+        return [o.view(x.size(0), kh, kw, m0, m1).permute(0, 3, 4, 1, 2)
+                for o, x, (kh, kw) in zip(outs, xs, kernels)]
 
     def classifier(self, x: Tensor) -> Tensor:
         """Classification weights :math:`(N, K, M_1)` from the :math:`1 \\times 1` decoding."""

@@ -44,9 +44,10 @@ class GHN(nn.Module):
       of ``decoder_1d``; ``BIAS``: row 1; ``CLS_BIAS``: ``bias_class`` applied to both rows, row 1 for a
       classifier bias, rows 0 and 1 when the last node is a BN/LN layer.
 
-    Decoder calls are batched: one call per kernel size for the weights, one for all 1-D nodes; tiling and
-    normalisation run once per distinct target shape. Every channel count works (the full
-    :math:`M_0 \times M_1` tensor is decoded and sliced, spec §2.7). Kernels larger than :math:`S` are tiled
+    Decoder calls are batched: weights are grouped by the channel block they use (``min(c, M)``) and kernel
+    size, so that the :math:`1 \times 1` layers run once per block; all 1-D nodes share one call; tiling and
+    normalisation run once per distinct target shape. Every channel count works: values are those of
+    the full :math:`M_0 \times M_1` decoding, sliced (spec §2.7). Kernels larger than :math:`S` are tiled
     spatially (see :func:`~pyg_ghn.nn.normalize.tile_to_shape`).
 
     Args:
@@ -101,6 +102,17 @@ class GHN(nn.Module):
         max_ch = max(max_shape[:2])
         self.decoder_1d = decoder_1d(hid, max_ch)
         self.bias_class = bias_class_head(max_ch, num_classes)
+
+    def reset_parameters(self) -> None:
+        for module in (self.op_embed, self.shape_enc, self.gnn, self.decoder, self.decoder_1d, self.bias_class):
+            if hasattr(module, 'reset_parameters'):
+                module.reset_parameters()
+            else:
+                for m in module.modules():
+                    if isinstance(m, nn.Linear):
+                        m.reset_parameters()
+        if self.layernorm:
+            self.ln.reset_parameters()
 
     # ------------------------------------------------------------------------------------------------
     @classmethod
@@ -190,15 +202,17 @@ class GHN(nn.Module):
         return (params, x) if return_embeddings else params
 
     def _decode(self, batch: Batch, h: Tensor) -> List[Dict[str, Tensor]]:
-        s_max = self.max_shape[3]
+        m0, m1, s_max = self.max_shape[:3]
         roles, ndims, prims = batch.role.tolist(), batch.ndim.tolist(), batch.x.view(-1).tolist()
         shapes = batch.shape.tolist()
         n_graphs = batch.num_graphs
         graph_of, ptr = batch.batch.tolist(), batch.ptr.tolist()
         names_of = batch.param_names  # one list per graph, one list of names per node
 
-        # Group nodes: weights by decoded kernel size, then by target shape; 1-D nodes by head and shape.
-        w_groups: Dict[Tuple[int, int], Dict[Tuple, List[int]]] = defaultdict(lambda: defaultdict(list))
+        # Group nodes: weights by decoded channel block (c_out, c_in) <= (M0, M1), then by decoded kernel size,
+        # then by target shape; 1-D nodes by head, target shape and rows.
+        w_groups: Dict[Tuple[int, int], Dict[Tuple[int, int], Dict[Tuple, List[int]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list)))
         cls_groups: Dict[Tuple[int, ...], List[int]] = defaultdict(list)
         d1_groups: Dict[Tuple, List[int]] = defaultdict(list)
         node_names: Dict[int, List[str]] = {}
@@ -229,7 +243,8 @@ class GHN(nn.Module):
                     cls_groups[t].append(v)
                 else:
                     kh, kw = (t + (1, 1))[2], (t + (1, 1, 1))[3]
-                    w_groups[(min(kh, s_max), min(kw, s_max))][(t, prims[v] == _POS_ENC)].append(v)
+                    w_groups[(min(t[0], m0), min(t[1], m1))][(min(kh, s_max), min(kw, s_max))][
+                        (t, prims[v] == _POS_ENC)].append(v)
             else:
                 raise ValueError(f'Unknown role {r} at node {v - ptr[g]} of graph {g}')
             node_names[v] = names
@@ -240,53 +255,44 @@ class GHN(nn.Module):
         def index(nodes: List[int]) -> Tensor:
             return torch.tensor(nodes, dtype=torch.long, device=device)
 
-        for (kh, kw), groups in w_groups.items():
-            nodes = [v for vs in groups.values() for v in vs]
-            p_all = self.decoder(h[index(nodes)], kh, kw)  # (n, M0, M1, kh, kw)
-            start = 0
-            for (t, pos_enc), vs in groups.items():
-                w = tile_to_shape(p_all[start:start + len(vs)], t)
-                start += len(vs)
-                if self.weight_norm:
-                    w = normalize_weight(w, t, pos_enc=pos_enc)
-                out.update((v, [wv]) for v, wv in zip(vs, w.unbind(0)))
+        for (c_out, c_in), by_kernel in w_groups.items():
+            kernels = list(by_kernel)
+            xs = [h[index([v for vs in by_kernel[k].values() for v in vs])] for k in kernels]
+            for k, p_all in zip(kernels, self.decoder.forward_multi(xs, kernels, c_out, c_in)):
+                groups = by_kernel[k]
+                for ((t, pos_enc), vs), p in zip(groups.items(),
+                                                 p_all.split([len(vs) for vs in groups.values()])):
+                    if self.weight_norm:  # a scale set by the target shape; cheaper before tiling
+                        p = normalize_weight(p, t, pos_enc=pos_enc)
+                    w = tile_to_shape(p, t)
+                    out.update((v, [wv]) for v, wv in zip(vs, w.unbind(0)))
 
         if cls_groups:
             nodes = [v for vs in cls_groups.values() for v in vs]
             p_all = self.decoder.classifier(h[index(nodes)])  # (n, K, M1)
-            start = 0
-            for t, vs in cls_groups.items():
-                w = tile_to_shape(p_all[start:start + len(vs)], t)
-                start += len(vs)
+            for (t, vs), p in zip(cls_groups.items(), p_all.split([len(vs) for vs in cls_groups.values()])):
                 if self.weight_norm:
-                    w = normalize_weight(w, t)
+                    p = normalize_weight(p, t)
+                w = tile_to_shape(p, t)
                 out.update((v, [wv]) for v, wv in zip(vs, w.unbind(0)))
 
-        if d1_groups:
-            keys = list(d1_groups)
-            nodes = [v for k in keys for v in d1_groups[k]]
-            v_all = self.decoder_1d(h[index(nodes)]).view(len(nodes), 2, -1)  # (n, 2, max_ch)
-            flags = [key[0] for key in keys for _ in d1_groups[key]]
-            is_cls = [i for i, f in enumerate(flags) if f]
-            if is_cls:  # classifier-bias head on the last nodes
-                v_cls = self.bias_class(v_all[index(is_cls)])  # (n_cls, 2, K)
-            start = start_cls = 0
-            for key in keys:
-                cls, t, rows = key
-                vs = d1_groups[key]
-                if cls:  # groups of one head are contiguous, in v_all and in v_cls alike
-                    v = v_cls[start_cls:start_cls + len(vs)]
-                    start_cls += len(vs)
-                else:
-                    v = v_all[start:start + len(vs)]
-                start += len(vs)
+        for cls in (False, True):  # 1-D decoder; the classifier-bias head on top for last nodes
+            keys = [k for k in d1_groups if k[0] == cls]
+            if not keys:
+                continue
+            v_all = self.decoder_1d(h[index([v for k in keys for v in d1_groups[k]])])
+            v_all = v_all.view(v_all.size(0), 2, -1)  # (n, 2, max_ch): row 0 weight, row 1 bias
+            if cls:
+                v_all = self.bias_class(v_all)  # (n, 2, K)
+            for (_, t, rows), v in zip(keys, v_all.split([len(d1_groups[k]) for k in keys])):
                 tensors = []
                 for r in rows:
-                    p = tile_to_shape(v[:, r], t)
-                    if self.weight_norm:
+                    p = v[:, r]
+                    if self.weight_norm:  # elementwise, so it commutes with tiling
                         p = normalize_norm_weight(p) if r == 0 else normalize_bias(p)
-                    tensors.append(p.unbind(0))
-                out.update((node, [tr[i] for tr in tensors]) for i, node in enumerate(vs))
+                    tensors.append(tile_to_shape(p, t).unbind(0))
+                out.update((node, [tr[i] for tr in tensors])
+                           for i, node in enumerate(d1_groups[(cls, t, rows)]))
 
         params: List[Dict[str, Tensor]] = [dict() for _ in range(n_graphs)]
         for v in sorted(out):
@@ -320,8 +326,9 @@ class GHN(nn.Module):
             graph (ArchGraph, optional): a prebuilt graph of ``model``.
             bn_train (bool): switch every ``BatchNorm2d`` to batch statistics
                 (``track_running_stats=False; training=True``), as the original evaluates predicted
-                networks. Calling ``model.eval()`` afterwards would bring back the (initial) running
-                statistics. (default: :obj:`True`)
+                networks (other norm layers are left as they are, as in the original). Calling
+                ``model.eval()`` afterwards would bring back the (initial) running statistics.
+                (default: :obj:`True`)
             calibrate (iterable, optional): a data loader; if given, BN running statistics are instead
                 estimated as a cumulative average over ``n_batches`` batches (paper appendix C.1), and the
                 model is returned in eval mode.

@@ -38,10 +38,12 @@ def tile_to_shape(p: Tensor, shape: Sequence[int]) -> Tensor:
     for d, td in enumerate(t):  # crop first, so that only what is used gets tiled
         if p.size(d + 1) > td:
             p = p.narrow(d + 1, 0, td)
-    s = p.shape[1:]
-    if any(td > sd for td, sd in zip(t, s)):
-        p = p.repeat(1, *(-(-td // sd) for td, sd in zip(t, s)))  # ceil(t/s) copies per dimension
-        for d, td in enumerate(t):
+    for d, td in enumerate(t):
+        sd = p.size(d + 1)
+        if td > sd:  # one dimension at a time: the backward is then a fast single-dimension sum
+            reps = [1] * p.dim()
+            reps[d + 1] = -(-td // sd)  # ceil(t/s) copies
+            p = p.repeat(*reps)
             if p.size(d + 1) != td:
                 p = p.narrow(d + 1, 0, td)
     return p
@@ -66,9 +68,12 @@ def fan_in_beta(shape: Sequence[int]) -> float:
 
 
 def normalize_weight(p: Tensor, shape: Sequence[int], pos_enc: bool = False) -> Tensor:
-    r"""Fan-in normalisation of a batch ``p`` ``(B, *shape)`` of *tiled* weights (paper Table 2):
-    :math:`\hat{\mathbf{w}} \sqrt{\beta / (C_{in} \mathcal{H} \mathcal{W})}` with the fan-in of the target
-    shape. A position encoding (``pos_enc`` and :func:`is_pos_enc_shape`) is returned unchanged."""
+    r"""Fan-in normalisation of weights whose *tiled target* shape is ``shape`` (paper Table 2):
+    :math:`\hat{\mathbf{w}} \sqrt{\beta / (C_{in} \mathcal{H} \mathcal{W})}`, the fan-in and
+    :math:`\beta` taken from the target shape (tiling first, then normalising, spec §0.5). The scale is one
+    number, so ``p`` may equally be the untiled prediction: scaling commutes with tiling, and scaling the
+    small tensor is cheaper. A position encoding (``pos_enc`` and :func:`is_pos_enc_shape`) is returned
+    unchanged."""
     if pos_enc and is_pos_enc_shape(shape):
         return p
     fan_in = math.prod(int(d) for d in shape[1:])

@@ -68,7 +68,7 @@ def _lookup(values: Tensor, table: Tensor, snap: Tuple[int, int, int]) -> Tensor
     idx = torch.where(exact | in_range, nearest, torch.full_like(nearest, table.numel() - 1))
     lo_snap, hi_snap, target = snap
     snapped = (values >= lo_snap) & (values <= hi_snap)
-    target_idx = int(torch.searchsorted(table, torch.tensor(target, dtype=table.dtype)))
+    target_idx = int((table == target).nonzero()[0, 0])
     return torch.where(snapped, torch.full_like(idx, target_idx), idx)
 
 

@@ -63,9 +63,13 @@ def networks_of(batch: Batch, build: Any, device: torch.device) -> List[nn.Modul
     GHN's predictions through :func:`torch.func.functional_call`, so nothing is allocated or initialised.
     Buffers (if any) are materialised on ``device`` and reset."""
     nets = []
-    for args in batch.net_args:
-        with torch.device('meta'):
-            net = build(json.loads(args) if isinstance(args, str) else args)
+    attached = getattr(batch, 'network', None)  # built by dataset workers (DeepNets1M(attach_network=True))
+    for i, args in enumerate(batch.net_args):
+        if attached is not None:
+            net = attached[i]
+        else:
+            with torch.device('meta'):
+                net = build(json.loads(args) if isinstance(args, str) else args)
         if any(True for _ in net.buffers()):
             net = net.to_empty(device=device)
             for m in net.modules():

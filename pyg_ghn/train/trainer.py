@@ -62,6 +62,7 @@ class _State:
     global_step: int = 0
     draws: int = 0  # meta-batches consumed from the architecture stream (incl. over-budget ones)
     skipped: int = 0
+    epoch_sums: List[float] = field(default_factory=lambda: [0., 0., 0., 0.])  # loss, acc, steps, seconds
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
@@ -172,9 +173,11 @@ class Trainer:
             dist.all_reduce(over, op=dist.ReduceOp.MAX)
         return over.item() > 0
 
-    def train(self, epochs: Optional[int] = None) -> List[Dict[str, float]]:
+    def train(self, epochs: Optional[int] = None, time_limit: Optional[float] = None) -> List[Dict[str, float]]:
         """Trains until ``config.epochs`` (or ``epochs`` more epochs, for a partial run) and returns the
-        per-epoch history."""
+        per-epoch history. With ``time_limit`` (seconds), stops after the step that crosses it and writes a
+        checkpoint from which :meth:`load_checkpoint` continues exactly."""
+        deadline = None if time_limit is None else time.time() + time_limit
         from tqdm import tqdm
 
         from ..datasets.images import seed_loader_
@@ -192,7 +195,9 @@ class Trainer:
             self._resume_rng = None
             bar = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch,
                        desc=f'epoch {self.state.epoch + 1}/{c.epochs}', disable=not self.progress or self.rank)
-            sums, n, t0 = {'loss': 0., 'acc': 0.}, 0, time.time()
+            if self.state.step_in_epoch == 0:
+                self.state.epoch_sums = [0., 0., 0., 0.]
+            sums, t0 = self.state.epoch_sums, time.time() - self.state.epoch_sums[3]
             while self.state.step_in_epoch < self.steps_per_epoch:
                 try:
                     images, targets = next(images_iter)
@@ -214,18 +219,25 @@ class Trainer:
                 self.state.step_in_epoch += 1
                 self.state.global_step += 1
                 if out is not None:
-                    sums['loss'] += out['loss']
-                    sums['acc'] += out['acc']
-                    n += 1
-                    bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", acc=f"{100 * sums['acc'] / n:.1f}")
+                    sums[0] += out['loss']
+                    sums[1] += out['acc']
+                    sums[2] += 1
+                    bar.set_postfix(loss=f'{sums[0] / sums[2]:.3f}', acc=f'{100 * sums[1] / sums[2]:.1f}')
+                sums[3] = time.time() - t0
                 bar.update(1)
                 if c.ckpt_every and self.state.global_step % c.ckpt_every == 0 \
                         and self.state.step_in_epoch < self.steps_per_epoch:
                     self.save_checkpoint()
+                if deadline is not None and time.time() > deadline \
+                        and self.state.step_in_epoch < self.steps_per_epoch:
+                    bar.close()
+                    self.save_checkpoint()
+                    return self.state.history
             bar.close()
-            self.state.history.append({'epoch': self.state.epoch + 1, 'loss': sums['loss'] / max(n, 1),
-                                       'acc': 100 * sums['acc'] / max(n, 1), 'lr': self.scheduler.get_last_lr()[0],
-                                       'skipped': self.state.skipped, 'seconds': time.time() - t0})
+            n = max(sums[2], 1)
+            self.state.history.append({'epoch': self.state.epoch + 1, 'loss': sums[0] / n, 'acc': 100 * sums[1] / n,
+                                       'lr': self.scheduler.get_last_lr()[0], 'steps': self.state.global_step,
+                                       'skipped': self.state.skipped, 'seconds': sums[3]})
             self.state.epoch += 1
             self.state.step_in_epoch = 0
             self.scheduler.step()

@@ -57,11 +57,13 @@ class GraphMaker:
 
 
 def deepnets_like_graph(seed: int, num_classes: int = 10, n_cells: Optional[int] = None) -> ArchGraph:
-    """A random DARTS-style network graph: stem, cells of sep/dil/conv/pool ops joined by sums and a
-    concat, reductions doubling the channels, a one- or two-layer classifier."""
+    """A random DARTS-style network graph in the range of DeepNets-1M training networks: stem, cells of
+    sep/dil/conv/pool ops joined by sums and a concat, two reductions multiplying the channels by
+    ``C_mult``, a one- or two-layer classifier."""
     rng = random.Random(seed)
     gm = GraphMaker()
-    c = rng.choice([32, 48, 64, 80, 96, 128])
+    c = rng.choice([32, 48, 64])
+    c_mult = rng.choice([1, 2])
     n_cells = n_cells or rng.randint(4, 8)
     ks = rng.choice([3, 5, 7])
     x = gm.weight('stem.0', (c, 3, ks, ks), [0])
@@ -70,7 +72,7 @@ def deepnets_like_graph(seed: int, num_classes: int = 10, n_cells: Optional[int]
     c_prev = c
     for cell in range(n_cells):
         if cell in (n_cells // 3, 2 * n_cells // 3):
-            c *= 2
+            c *= c_mult
         p = f'cells.{cell}'
         pre0 = gm.bn(f'{p}.pre0.bn', c, [gm.weight(f'{p}.pre0.conv', (c, c_prev, 1, 1), [s0])])
         pre1 = gm.bn(f'{p}.pre1.bn', c, [gm.weight(f'{p}.pre1.conv', (c, c_prev, 1, 1), [s1])])
@@ -105,9 +107,10 @@ def deepnets_like_graph(seed: int, num_classes: int = 10, n_cells: Optional[int]
         s0, s1, c_prev = s1, out, c * len(concat)
     x = gm.add('glob_avg', inputs=[s1])
     if rng.random() < 0.5:  # two-layer head: Linear weight -> bias -> classifier
-        x = gm.weight('classifier.0', (256, c_prev), [x])
-        x = gm.add('bias', (256,), Role.BIAS, ['classifier.0.bias'], [x])
-        c_prev = 256
+        fc = rng.choice([64, 128, 256])
+        x = gm.weight('classifier.0', (fc, c_prev), [x])
+        x = gm.add('bias', (fc,), Role.BIAS, ['classifier.0.bias'], [x])
+        c_prev = fc
     x = gm.add('conv', (num_classes, c_prev), Role.CLS_WEIGHT, ['classifier.weight'], [x])
     gm.add('bias', (num_classes,), Role.CLS_BIAS, ['classifier.bias'], [x])
     return gm.build()

@@ -1,3 +1,4 @@
+import warnings
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
@@ -12,84 +13,186 @@ __all__ = ['GHN2Conv']
 
 
 class _Sweep(NamedTuple):
-    """Per-level buckets of one sweep direction, built once per forward call and shared by all rounds.
+    """One sweep direction, prepared once per forward call and shared by all rounds.
 
-    Nodes are visited in ``perm`` order (sorted by level); ``sizes[l]`` nodes belong to level ``l``.
-    For the edges into level ``l``: ``src[l]`` indexes rows of the flattened message buffer
-    (``position * num_slots + slot``), ``dst[l]`` is the receiving node's offset inside the level and
-    ``coef[l]`` the factor the message is scaled by (``None`` when every factor is 1).
+    Nodes are visited in ``perm`` order (by level); ``sizes[l]`` nodes belong to level ``l`` and ``inv``
+    maps a node to its position. ``adj_in[l]`` is the sparse CSR matrix ``[sizes[l], num_slots * N]``
+    that sums the messages of level ``l`` from the message buffer's rows (``position * num_slots +
+    slot``), with the factors ``1`` or ``1/s`` as values; ``adj_out[l]``, ``[num_slots * sizes[l], N]``,
+    maps the messages' gradients (rows by receiver position) back to the rows level ``l`` wrote.
+    ``None`` where a level has no edges (or no gradient is needed).
     """
     perm: Tensor
     inv: Tensor
     sizes: List[int]
-    src: Tuple[Tensor, ...]
-    dst: Tuple[Tensor, ...]
-    coef: Optional[Tuple[Tensor, ...]]
+    adj_in: List[Optional[Tensor]]
+    adj_out: List[Optional[Tensor]]
 
 
-class _MessageBuffer:
-    """The MLP outputs of the nodes a sweep has updated so far, in visiting order, kept outside autograd,
-    and during backward the gradient w.r.t. them.
+def _level_buckets(level: Tensor, send: Tensor, recv: Tensor, slot: Tensor, coef: Tensor,
+                   num_slots: int, need_grad: bool) -> _Sweep:
+    """Sorts nodes by level and builds the per-level message matrices of one sweep direction, for
+    messages ``send -> recv`` with buffer slot ``slot`` and factor ``coef``."""
+    num_nodes, device = level.numel(), level.device
+    width = num_slots * num_nodes
+    # 32-bit indices sort twice as fast and spare the sparse kernels a conversion on every call.
+    itype = torch.int32 if num_nodes * width < 2**31 else torch.int64
+    perm = torch.argsort(level, stable=True)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(num_nodes, device=device)
+    counts = torch.bincount(level)
+    num_levels = counts.numel()
+    ptr = F.pad(torch.cumsum(counts, 0), (1, 0))
 
-    Level ``l`` reads rows written by levels ``< l``. Through autograd (a buffer written in place, or
-    per-level copies) every level would cost :math:`O(|\mathcal{V}|)` in backward; with `_Read` and
-    `_Write` a level costs :math:`O(\text{its edges} + \text{its nodes})` in both directions.
-    """
-    def __init__(self, num_nodes: int, num_slots: int, channels: int, like: Tensor) -> None:
-        self.data = like.new_zeros(num_nodes, num_slots * channels)
-        self.flat = self.data.view(num_nodes * num_slots, channels)  # one row per (node, slot)
-        self.grad: Optional[Tensor] = None
+    pos = inv.to(itype)
+    row = pos.index_select(0, recv)  # receiver position
+    col = pos.index_select(0, send) * num_slots + slot.to(itype)  # buffer row of the sender's message
+
+    def csr(r: Tensor, c: Tensor, num_rows: int, num_cols: int) -> Tuple[Tensor, Tensor, Tensor]:
+        order = torch.argsort(r * num_cols + c)  # row-major, sorted columns
+        crow = F.pad(torch.cumsum(torch.bincount(r, minlength=num_rows), 0), (1, 0))
+        return crow.to(itype), c.index_select(0, order), coef.index_select(0, order)
+
+    # One host sync: level sizes and where each level's entries start in both matrices.
+    crow_in, col_in, val_in = csr(row, col, num_nodes, width)
+    bounds = [counts, crow_in.index_select(0, ptr)]
+    if need_grad:
+        crow_out, col_out, val_out = csr(col, row, width, num_nodes)
+        bounds.append(crow_out.index_select(0, ptr * num_slots))
+    bounds = torch.cat(bounds).tolist()
+    sizes, e_in = bounds[:num_levels], bounds[num_levels:2 * num_levels + 1]
+
+    with warnings.catch_warnings():
+        # The sparse layout's beta notice and, in some versions, a note on skipped invariant checks.
+        warnings.filterwarnings('ignore', message='.*[Ss]parse CSR tensor support is in beta')
+        warnings.filterwarnings('ignore', message='.*[Ss]parse invariant checks are implicitly')
+        adj_in = _split_csr(crow_in, col_in, val_in, sizes, e_in, 1, width)
+        if need_grad:
+            e_out = bounds[2 * num_levels + 1:]
+            adj_out = _split_csr(crow_out, col_out, val_out, sizes, e_out, num_slots, num_nodes)
+        else:
+            adj_out = [None] * num_levels
+    return _Sweep(perm, inv, sizes, adj_in, adj_out)
 
 
-class _Write(torch.autograd.Function):
-    """Stores one level's MLP outputs at rows ``start:start + n`` of the buffer.
+def _split_csr(crow: Tensor, col: Tensor, val: Tensor, sizes: List[int], bounds: List[int],
+               rows_per_node: int, num_cols: int) -> List[Optional[Tensor]]:
+    """Cuts a CSR matrix whose rows are grouped by level (``rows_per_node * sizes[l]`` rows each) into one
+    CSR matrix per level (``None`` for a level without entries)."""
+    num_rows = [rows_per_node * n for n in sizes]
+    nnz = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    # Each level's row pointers, rebased to start at 0, in one gather: level l takes the crow entries
+    # first[l] .. first[l] + num_rows[l] (inclusive).
+    lengths = torch.tensor([r + 1 for r in num_rows])
+    lvl = torch.repeat_interleave(torch.arange(len(sizes)), lengths)
+    first = F.pad(torch.tensor(num_rows[:-1], dtype=torch.long).cumsum(0), (1, 0))
+    idx = first[lvl] + torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths)[lvl]
+    idx, first, lvl = idx.to(crow.device), first.to(crow.device), lvl.to(crow.device)
+    local = (crow.index_select(0, idx) - crow.index_select(0, first).index_select(0, lvl)).split(
+        lengths.tolist())
+    cols, vals = col.split(nnz), val.split(nnz)
+    return [torch.sparse_csr_tensor(local[l], cols[l], vals[l], (num_rows[l], num_cols),
+                                    check_invariants=False) if nnz[l] > 0 else None
+            for l in range(len(sizes))]
 
-    Returns a new (empty) token that the following `_Read`/`_Write` take as input, so that in backward
-    this node runs only after every later `_Read` has added its gradient to the buffer; it then hands the
-    accumulated gradient of its rows to ``value`` and clears them (so that ``retain_graph`` works).
+
+class _SweepFunction(torch.autograd.Function):
+    r"""One sweep (all levels) with a hand-written backward.
+
+    Through autograd, every level would add about 15 small nodes, and reading earlier levels' messages
+    from a buffer would cost :math:`O(|\mathcal{V}|)` per level in backward. Here the forward writes every
+    intermediate into preallocated ``[N, .]`` tensors (rows in visiting order), and the backward loops
+    over the levels in reverse only for what is sequential (message gradient -> MLP -> GRU gates);
+    weight gradients are then a few products over all nodes at once.
+
+    Per level, with ``P`` the previous states, ``gh = P W_hh^T + b_hh`` (all nodes at once),
+    ``A_l`` the level's sparse message matrix and ``B`` the buffer of earlier levels' MLP outputs:
+    ``m = A_l B``, ``gi = m W_ih^T + b_ih``, ``[r, z] = sigmoid(gi_rz + gh_rz)``,
+    ``n = tanh(gi_n + r * gh_n)``, ``h = n + z * (P - n)`` (:class:`torch.nn.GRUCell`), then
+    ``B_l = relu(relu(h W1^T + b1) W2^T + b2)``.
     """
     @staticmethod
-    def forward(ctx, token: Tensor, value: Tensor, buf: _MessageBuffer, start: int) -> Tensor:
-        buf.data[start:start + value.size(0)] = value
-        ctx.buf, ctx.rows = buf, (start, value.size(0))
-        return token.new_empty(0)
+    def forward(ctx, h: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor, w1: Tensor,
+                b1: Tensor, w2: Tensor, b2: Tensor, sweep: '_Sweep') -> Tensor:
+        num_nodes, c = h.shape
+        sizes, last = sweep.sizes, len(sweep.sizes) - 1
+        prev = h.index_select(0, sweep.perm)
+        gh = torch.addmm(b_hh, prev, w_hh.t())
+        msg = h.new_zeros(num_nodes, c)  # rows of levels without in-edges stay 0
+        gi = h.new_empty(num_nodes, 3 * c)
+        rz = h.new_empty(num_nodes, 2 * c)
+        cand = h.new_empty(num_nodes, c)  # n, the candidate state
+        new = h.new_empty(num_nodes, c)
+        hid = h.new_zeros(num_nodes, w1.size(0))
+        buf = h.new_zeros(num_nodes, w2.size(0))  # [MLP(h) | MLP_sp(h)] per node
+        flat = buf.view(-1, c)  # one row per (node, slot), as the message matrices index it
+
+        views = [t.split(sizes) for t in (prev, gh[:, :2 * c], gh[:, 2 * c:], msg, gi, gi[:, :2 * c],
+                                          gi[:, 2 * c:], rz, rz[:, :c], rz[:, c:], cand, new, hid, buf)]
+        w_ih_t, w1_t, w2_t = w_ih.t(), w1.t(), w2.t()
+        for lvl, (p, gh_rz, gh_n, m, gi_l, gi_rz, gi_n, rz_l, r, z, n, h_l, a, out) in enumerate(
+                zip(*views)):
+            if p.size(0) == 0:  # only if levels skip values
+                continue
+            if sweep.adj_in[lvl] is not None:
+                torch.mm(sweep.adj_in[lvl], flat, out=m)
+            torch.addmm(b_ih, m, w_ih_t, out=gi_l)
+            torch.add(gi_rz, gh_rz, out=rz_l).sigmoid_()
+            torch.addcmul(gi_n, r, gh_n, out=n).tanh_()
+            torch.lerp(n, p, z, out=h_l)
+            if lvl < last:  # nobody reads the last level's messages
+                torch.addmm(b1, h_l, w1_t, out=a).relu_()
+                torch.addmm(b2, a, w2_t, out=out).relu_()
+        ctx.sweep = sweep
+        ctx.save_for_backward(w_ih, w_hh, w1, w2, prev, gh, msg, rz, cand, new, hid, buf)
+        return new.index_select(0, sweep.inv)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_token: Tensor):
-        buf, (start, n) = ctx.buf, ctx.rows
-        if buf.grad is None:  # no later level read anything
-            return grad_token, buf.data.new_zeros(n, buf.data.size(1)), None, None
-        rows = buf.grad[start:start + n]
-        grad = rows.clone()
-        rows.zero_()
-        return grad_token, grad, None, None
+    def backward(ctx, grad_out: Tensor):
+        sweep = ctx.sweep
+        w_ih, w_hh, w1, w2, prev, gh, msg, rz, cand, new, hid, buf = ctx.saved_tensors
+        c, sizes = prev.size(1), sweep.sizes
+        r, z = rz[:, :c], rz[:, c:]
+        # Gate derivatives of all nodes at once: dL/d(gi_n) = g (1 - z)(1 - n^2),
+        # dL/d(z_pre) = g (P - n) z (1 - z), dL/d(r_pre) = dL/d(gi_n) gh_n r (1 - r), g = dL/dh.
+        k_n = (1 - z) * (1 - cand * cand)
+        k_z = (prev - cand) * z * (1 - z)
+        k_r = gh[:, 2 * c:] * r * (1 - r)
+        mask_hid, mask_out = hid > 0, buf > 0
 
+        grad_new = grad_out.index_select(0, sweep.perm)  # dL/dh, completed level by level
+        grad_msg = torch.zeros_like(msg)
+        grad_gi = torch.empty_like(gh)  # [dL/d(r_pre) | dL/d(z_pre) | dL/d(gi_n)]
+        grad_hid = torch.zeros_like(hid)
+        grad_buf = torch.zeros_like(buf)
+        views = [t.split(sizes) for t in (grad_new, grad_msg, grad_gi, grad_gi[:, :c],
+                                          grad_gi[:, c:2 * c], grad_gi[:, 2 * c:], grad_hid,
+                                          grad_buf, k_n, k_z, k_r, mask_hid, mask_out)]
+        for lvl, (g, g_m, g_gi, g_r, g_z, g_n, g_a, g_o, kn, kz, kr, mh, mo) in reversed(
+                list(enumerate(zip(*views)))):
+            if g.size(0) == 0:
+                continue
+            adj_out = sweep.adj_out[lvl]
+            if adj_out is not None:  # later levels read this level's MLP outputs
+                torch.mul(torch.mm(adj_out, grad_msg).view_as(g_o), mo, out=g_o)
+                torch.mul(torch.mm(g_o, w2), mh, out=g_a)
+                g.addmm_(g_a, w1)
+            torch.mul(g, kn, out=g_n)
+            torch.mul(g, kz, out=g_z)
+            torch.mul(g_n, kr, out=g_r)
+            if sweep.adj_in[lvl] is not None:  # only then do earlier levels need dL/dm
+                torch.mm(g_gi, w_ih, out=g_m)
 
-class _Read(torch.autograd.Function):
-    """``m[dst[e]] += coef[e] * buffer_flat[src[e]]`` for one level's edges, where ``buffer_flat`` views
-    the buffer as one row per (node, slot). Backward scatters the messages' gradient into the buffer's
-    gradient, whose rows the matching `_Write` collects."""
-    @staticmethod
-    def forward(ctx, token: Tensor, buf: _MessageBuffer, src: Tensor, dst: Tensor,
-                coef: Optional[Tensor], n: int) -> Tensor:
-        msg = buf.flat.index_select(0, src)
-        if coef is not None:
-            msg = msg * coef.unsqueeze(-1)
-        ctx.buf, ctx.save = buf, (src, dst, coef)
-        return msg.new_zeros(n, msg.size(1)).index_add_(0, dst, msg)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_m: Tensor):
-        buf, (src, dst, coef) = ctx.buf, ctx.save
-        if buf.grad is None:
-            buf.grad = torch.zeros_like(buf.data)
-        grad = grad_m.index_select(0, dst)
-        if coef is not None:
-            grad = grad * coef.unsqueeze(-1)
-        buf.grad.view_as(buf.flat).index_add_(0, src, grad)
-        return grad_m.new_empty(0), None, None, None, None, None
+        grad_gh = grad_gi.clone()
+        grad_gh[:, 2 * c:].mul_(r)  # gh_n enters as r * gh_n
+        grad_prev = torch.addmm(grad_new * z, grad_gh, w_hh)
+        return (grad_prev.index_select(0, sweep.inv),
+                grad_gi.t() @ msg, grad_gi.sum(0),  # w_ih, b_ih
+                grad_gh.t() @ prev, grad_gh.sum(0),  # w_hh, b_hh
+                grad_hid.t() @ new, grad_hid.sum(0),  # w1, b1
+                grad_buf.t() @ hid, grad_buf.sum(0),  # w2, b2
+                None)
 
 
 class GHN2Conv(MessagePassing):
@@ -116,10 +219,16 @@ class GHN2Conv(MessagePassing):
     The last sum reproduces the original GHN-2 code, whose virtual-edge sum also runs over the real
     edges (:math:`s = 1`); the trained GHN-2 checkpoints need it.
 
-    Because every message source of a node has a strictly smaller level (longest-path depth in the
+    Because every message source of a node lies on a strictly smaller level (longest-path depth in the
     forward sweep, height in the backward sweep), updating all nodes of one level at once, across all
     graphs of a batch, is exactly the sequential algorithm. The layer does so: one vectorised step per
-    level, and the MLPs are evaluated once per node and sweep.
+    level, with the messages summed by one sparse product per level and the MLPs evaluated once per
+    node and sweep. It does not go through :meth:`propagate`; its backward pass is written by hand, so
+    it supports first-order gradients only (no double backward).
+
+    Any integer levels work if every edge ``u -> v`` (real or virtual) has
+    ``level_fw[u] < level_fw[v]`` and ``level_bw[u] > level_bw[v]``; this is checked, and a violation
+    (a cycle, or levels computed before edges changed) raises a :class:`ValueError`.
 
     Args:
         channels (int): Size of the node states :math:`\mathbf{h}_v` (input and output).
@@ -179,13 +288,16 @@ class GHN2Conv(MessagePassing):
                              f"(got {list(x.shape)})")
         if not self.virtual_edges:
             edge_index_sp = edge_dist_sp = None  # GHN-1 ignores virtual edges
-        level_fw, level_bw = level_fw.to(edge_index.device), level_bw.to(edge_index.device)
+        edge_index, level_fw, level_bw = (t.to(x.device) for t in (edge_index, level_fw, level_bw))
+        if edge_index_sp is not None:
+            edge_index_sp = edge_index_sp.to(x.device)
+            edge_dist_sp = edge_dist_sp.to(x.device) if edge_dist_sp is not None else None
         self._check(num_nodes, edge_index, level_fw, level_bw, edge_index_sp, edge_dist_sp)
         if num_nodes == 0:
             return x
 
-        # One list of messages: (sender, receiver, buffer slot, factor). Slot 0 holds MLP(h), slot 1
-        # MLP_sp(h) of the sender.
+        # All messages as (sender, receiver, buffer slot, factor); slot 0 carries MLP(h) of the sender,
+        # slot 1 MLP_sp(h).
         src, dst = edge_index[0], edge_index[1]
         if self.virtual_edges:
             senders, receivers, slots, coefs = [src], [dst], [torch.zeros_like(src)], [
@@ -199,16 +311,19 @@ class GHN2Conv(MessagePassing):
                 coefs.append(1.0 / edge_dist_sp.to(x.dtype))
             send, recv, slot, coef = (torch.cat(senders), torch.cat(receivers), torch.cat(slots),
                                       torch.cat(coefs))
-            num_slots = 2
         else:
-            send, recv, slot, coef, num_slots = src, dst, None, None, 1
+            send, recv, slot, coef = src, dst, torch.zeros_like(src), x.new_ones(src.numel())
+        num_slots = 2 if self.virtual_edges else 1
 
-        sweep_fw = self._buckets(level_fw, send, recv, slot, coef, num_slots)
-        sweep_bw = (self._buckets(level_bw, recv, send, slot, coef, num_slots)
-                    if self.backward else None)
+        # Transposed matrices are needed only to backpropagate through the message sums.
+        need_grad = torch.is_grad_enabled() and (x.requires_grad or any(
+            p.requires_grad for p in self.parameters()))
+        sweeps = [_level_buckets(level_fw, send, recv, slot, coef, num_slots, need_grad)]
+        if self.backward:
+            sweeps.append(_level_buckets(level_bw, recv, send, slot, coef, num_slots, need_grad))
 
         # Both MLPs as one: first layers stacked, second layers block-diagonal, so that a level costs
-        # four ops instead of eight. Output columns: [MLP(h) | MLP_sp(h)], matching the slots above.
+        # two products instead of four. Output columns: [MLP(h) | MLP_sp(h)], the slots above.
         if self.mlp_sp is not None:
             w1 = torch.cat([self.mlp[0].weight, self.mlp_sp[0].weight], dim=0)
             b1 = torch.cat([self.mlp[0].bias, self.mlp_sp[0].bias], dim=0)
@@ -216,64 +331,17 @@ class GHN2Conv(MessagePassing):
             b2 = torch.cat([self.mlp[2].bias, self.mlp_sp[2].bias], dim=0)
         else:
             w1, b1, w2, b2 = self.mlp[0].weight, self.mlp[0].bias, self.mlp[2].weight, self.mlp[2].bias
+        gru = self.gru
 
         h = x
         for _ in range(self.num_rounds):
-            h = self._sweep(h, sweep_fw, num_slots, (w1, b1, w2, b2))
-            if sweep_bw is not None:
-                h = self._sweep(h, sweep_bw, num_slots, (w1, b1, w2, b2))
+            for sweep in sweeps:
+                h = _SweepFunction.apply(h, gru.weight_ih, gru.bias_ih, gru.weight_hh, gru.bias_hh,
+                                         w1, b1, w2, b2, sweep)
         return h
 
-    def _sweep(self, h: Tensor, sweep: _Sweep, num_slots: int,
-               mlp: Tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
-        c = self.channels
-        w1, b1, w2, b2 = mlp
-        # States before the sweep, in visiting order, one chunk per level (one SplitBackward in total).
-        h_prev = h.index_select(0, sweep.perm).split(sweep.sizes)
-        buf = _MessageBuffer(h.size(0), num_slots, c, h)
-        token = h.new_empty(0)  # orders the buffer's writes and reads for autograd (see `_Write`)
-        outs: List[Tensor] = []
-        start, last = 0, len(sweep.sizes) - 1
-        for lvl, h_l in enumerate(h_prev):
-            n = h_l.size(0)
-            if n == 0:  # only if levels skip values
-                continue
-            if sweep.src[lvl].numel() > 0:
-                m = _Read.apply(token, buf, sweep.src[lvl], sweep.dst[lvl],
-                                None if sweep.coef is None else sweep.coef[lvl], n)
-            else:
-                m = h_l.new_zeros(n, c)
-            h_l = self.gru(m, h_l)
-            outs.append(h_l)
-            if lvl < last:  # nobody reads the last level's messages
-                out = F.relu(F.linear(F.relu(F.linear(h_l, w1, b1)), w2, b2))
-                token = _Write.apply(token, out, buf, start)
-            start += n
-        return torch.cat(outs, dim=0).index_select(0, sweep.inv)
-
     @staticmethod
-    def _buckets(level: Tensor, send: Tensor, recv: Tensor, slot: Optional[Tensor],
-                 coef: Optional[Tensor], num_slots: int) -> _Sweep:
-        level = level.to(send.device)
-        num_levels = int(level.max()) + 1
-        perm = torch.argsort(level, stable=True)
-        inv = torch.empty_like(perm)
-        inv[perm] = torch.arange(perm.numel(), device=perm.device)
-        counts = torch.bincount(level, minlength=num_levels)
-        ptr = torch.cumsum(counts, 0) - counts
-
-        # Edges sorted by the level of the node that receives them.
-        elevel = level[recv]
-        order = torch.argsort(elevel, stable=True)
-        elevel, send, recv = elevel[order], send[order], recv[order]
-        ecounts = torch.bincount(elevel, minlength=num_levels)
-        src = inv[send] * num_slots + (slot[order] if slot is not None else 0)
-        dst = inv[recv] - ptr[elevel]
-        sizes, esizes = torch.stack([counts, ecounts]).tolist()  # the one host sync per sweep
-        return _Sweep(perm, inv, sizes, src.split(esizes), dst.split(esizes),
-                      coef[order].split(esizes) if coef is not None else None)
-
-    def _check(self, num_nodes: int, edge_index: Tensor, level_fw: Tensor, level_bw: Tensor,
+    def _check(num_nodes: int, edge_index: Tensor, level_fw: Tensor, level_bw: Tensor,
                edge_index_sp: Optional[Tensor], edge_dist_sp: Optional[Tensor]) -> None:
         for name, level in (('level_fw', level_fw), ('level_bw', level_bw)):
             if level.dim() != 1 or level.numel() != num_nodes:
@@ -299,7 +367,9 @@ class GHN2Conv(MessagePassing):
             if int(ei.min()) < 0 or int(ei.max()) >= num_nodes:
                 raise ValueError(f"'{name}' refers to nodes outside [0, {num_nodes})")
             # Sweeps are exact only if every message source is visited before its receiver.
-            bad = ((level_fw[ei[0]] >= level_fw[ei[1]]) | (level_bw[ei[0]] <= level_bw[ei[1]]))
+            lf = level_fw.index_select(0, ei.reshape(-1)).view(2, -1)
+            lb = level_bw.index_select(0, ei.reshape(-1)).view(2, -1)
+            bad = (lf[0] >= lf[1]) | (lb[0] <= lb[1])
             if bool(bad.any()):
                 e = int(bad.nonzero()[0, 0])
                 u, v = int(ei[0, e]), int(ei[1, e])

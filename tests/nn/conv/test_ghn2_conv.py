@@ -1,3 +1,4 @@
+import copy
 import random
 from typing import List, Optional
 
@@ -145,13 +146,27 @@ def test_no_edges_every_node_updated_with_zero_message():
     assert torch.allclose(out, conv.gru(zero, conv.gru(zero, x)), atol=1e-12, rtol=0)
 
 
+def test_any_valid_levels_and_duplicate_edges():
+    data = random_dag(20, 4)
+    edge_index = torch.cat([data.edge_index, data.edge_index[:, :3]], dim=1)  # each copy sends too
+    conv = make_conv(8, num_rounds=2)
+    # Levels with gaps and offsets still order every edge; the result must not change.
+    out = conv(data.x, edge_index, 3 * data.level_fw + 1, 2 * data.level_bw, data.edge_index_sp,
+               data.edge_dist_sp)
+    ref = sequential_reference(conv, data.x, edge_index, data.edge_index_sp, data.edge_dist_sp)
+    assert torch.allclose(out, ref, atol=1e-10, rtol=0)
+
+
 def test_batch_equals_one_by_one():
     graphs = [random_dag(n, seed) for seed, n in enumerate([18, 33, 7])]
     batch = Batch.from_data_list(graphs)
+    assert batch.level_fw.max() < batch.num_nodes // 3  # levels stay local to each graph
     conv = make_conv(4, num_rounds=2)
     out = run(conv, batch)
     expected = torch.cat([run(conv, g) for g in graphs])
     assert torch.allclose(out, expected, atol=1e-12, rtol=0)
+    with torch.no_grad():  # the inference path skips the transposed message matrices
+        assert torch.equal(run(conv, batch), out)
 
 
 def test_gradients_match_reference():
@@ -173,6 +188,21 @@ def test_gradients_match_reference():
         assert grads[name].abs().sum() > 0, name  # every parameter receives a gradient
         assert torch.allclose(grads[name], p.grad, atol=1e-10, rtol=0), name
     assert torch.allclose(grad_x, x.grad, atol=1e-10, rtol=0)
+
+
+def test_gradcheck():
+    data = random_dag(9, 1, max_dist=4)
+    torch.manual_seed(0)
+    conv = GHN2Conv(4, num_rounds=2).double()
+    names = [n for n, _ in conv.named_parameters()]
+    x = torch.randn(data.num_nodes, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, *params):
+        return torch.func.functional_call(conv, dict(zip(names, params)), (
+            x, data.edge_index, data.level_fw, data.level_bw, data.edge_index_sp, data.edge_dist_sp))
+
+    params = [p.detach().clone().requires_grad_() for p in conv.parameters()]
+    assert torch.autograd.gradcheck(f, (x, *params), fast_mode=True)
 
 
 def test_node_order_invariance():
@@ -230,7 +260,13 @@ def test_invalid_inputs():
 def test_cuda_matches_cpu():
     data = random_dag(50, 9)
     conv = make_conv(7, num_rounds=2)
-    out = run(conv, data)
-    out_cuda = run(conv.cuda(), data.cuda())
-    assert out_cuda.device.type == 'cuda'
-    assert torch.allclose(out_cuda.cpu(), out, atol=1e-10, rtol=0)
+    conv_cuda = copy.deepcopy(conv).cuda()
+    weight = torch.randn(data.num_nodes, C, dtype=torch.float64)
+    out_cpu = run(conv, data)
+    (out_cpu * weight).sum().backward()
+    out = run(conv_cuda, data.clone().to('cuda'))  # Data.cuda() would move `data` itself
+    assert out.device.type == 'cuda'
+    (out * weight.cuda()).sum().backward()
+    assert torch.allclose(out.cpu(), out_cpu, atol=1e-10, rtol=0)
+    for (name, p), p_cuda in zip(conv.named_parameters(), conv_cuda.parameters()):
+        assert torch.allclose(p_cuda.grad.cpu(), p.grad, atol=1e-10, rtol=0), name

@@ -1,0 +1,232 @@
+"""The ``pyg-ghn`` command line: ``train``, ``eval``, ``predict`` and ``graph``."""
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+import warnings
+from typing import Any, List, Optional
+
+import torch
+
+__all__ = ['main']
+
+
+def _load_model(spec: str, num_classes: Optional[int] = None) -> torch.nn.Module:
+    """A torchvision model name (``resnet50``), a DeepNets-1M predefined net (``deepnets:vit``) or a
+    ``module:callable`` returning an ``nn.Module``."""
+    if spec.startswith('deepnets:'):
+        from .deepnets import predefined
+        return getattr(predefined, spec.split(':', 1)[1])(num_classes=num_classes or 10)
+    if ':' in spec:
+        mod, fn = spec.split(':', 1)
+        sys.path.insert(0, os.getcwd())
+        try:
+            return getattr(importlib.import_module(mod), fn)()
+        except (ImportError, AttributeError) as e:
+            raise SystemExit(f'error: cannot load {spec!r}: {e}. Give a torchvision model name or '
+                             f'module:callable importable from the current folder.')
+    import torchvision
+    if spec not in torchvision.models.list_models(module=torchvision.models):
+        raise SystemExit(f'error: {spec!r} is not a torchvision classification model; see '
+                         f'torchvision.models.list_models(), or give module:callable.')
+    kwargs = {'num_classes': num_classes} if num_classes else {}
+    return torchvision.models.get_model(spec, **kwargs)
+
+
+def _ghn(path: Optional[str], config: str, dataset: str, device: str) -> Any:
+    from .nn import GHN
+    if path is None or path == 'random':
+        return GHN.from_config(config, dataset).to(device).eval()
+    if path == 'pretrained':
+        return GHN.from_pretrained().to(device)
+    if not os.path.exists(path):
+        raise SystemExit(f'error: no GHN checkpoint at {path!r}.')
+    return GHN.load(path, map_location=device)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .datasets import image_loaders
+    from .datasets.deepnets1m import DeepNets1M, build_network
+    from .nn import GHN
+    from .train.trainer import TrainConfig, Trainer
+    torch.manual_seed(a.seed)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    archs = DeepNets1M(a.arch_root, 'train', num_nets=a.archs, num_workers=a.workers or 1, attach_network=True)
+    loaders = image_loaders(a.data, root=a.data_root, batch_size=a.batch_size, split='val', seed=a.seed)
+    overrides = {} if a.no_ve is False else {'ve': False}
+    if a.no_norm:
+        overrides['weight_norm'] = False
+    ghn = GHN.from_config(a.config, 'cifar10', **overrides)
+    if a.init:  # warm start from GHN weights (e.g. a run on another machine); the optimizer starts afresh
+        ghn.load_state_dict(GHN.load(a.init).state_dict())
+    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, meta_batch=a.meta_batch, max_nodes=a.max_nodes,
+                      steps_per_epoch=a.steps_per_epoch, ckpt_every=a.ckpt_every, amp=a.amp, seed=a.seed)
+    trainer = Trainer(ghn, archs, loaders.train, build_network, cfg, ckpt_path=a.ckpt, num_workers=a.workers,
+                      device=a.device, log_path=a.log)
+    if a.resume and os.path.exists(a.ckpt):
+        trainer.load_checkpoint(a.ckpt)
+        print(f'resumed from {a.ckpt}: epoch {trainer.state.epoch}, step {trainer.state.global_step}')
+    t = time.time()
+    history = trainer.train(time_limit=a.time_limit)
+    print(f'trained {trainer.state.global_step} steps in {time.time() - t:.0f} s this run '
+          f'({trainer.state.skipped} skipped)')
+    for h in history[-3:]:
+        print(json.dumps(h))
+    if a.out:
+        trainer.ghn.eval().save(a.out, metadata={'steps': trainer.state.global_step, 'archs': a.archs,
+                                                 'data': a.data, 'history': history})
+        print(f'saved GHN to {a.out}')
+    if a.plot and history:
+        _plot_history(history, a.plot)
+
+
+def _plot_history(history: List[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(8, 3))
+    ep = [h['epoch'] for h in history]
+    ax[0].plot(ep, [h['loss'] for h in history])
+    ax[0].set(xlabel='epoch', ylabel='training loss')
+    ax[1].plot(ep, [h['acc'] for h in history])
+    ax[1].set(xlabel='epoch', ylabel='training accuracy of predicted nets (%)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    from .datasets import image_loaders
+    from .datasets.deepnets1m import DeepNets1M
+    from .train.evaluate_ghn import evaluate_ghn, summarize
+    loaders = image_loaders(a.data, root=a.data_root, test_batch_size=64, split='test',
+                            load_train='running' in a.bn_mode)
+    ghn = None if a.ghn == 'he' else _ghn(a.ghn, a.config, 'cifar10', a.device)
+    ds = DeepNets1M(a.arch_root, a.split, num_nets=a.num_nets)
+    archs = [(f'{a.split}/{i}', ds.network(i), ds[i]) for i in range(len(ds))]
+    init = None
+    if ghn is None:
+        from .train.baselines import he_init_
+        init = lambda net: he_init_(net, seed=0)  # noqa: E731
+    recs = evaluate_ghn(ghn, archs, loaders.eval, a.device, a.bn_mode, loaders.train, init=init,
+                        max_batches=a.max_batches)
+    summary = summarize(recs)
+    for k, (m, s) in summary.items():
+        print(f'{k:>22}: {m:8.3f} ± {s:.3f}')
+    if a.out:
+        with open(a.out, 'w') as f:
+            json.dump({'records': recs, 'summary': summary}, f, indent=1)
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    model = _load_model(a.model, a.num_classes)
+    ghn = _ghn(a.ghn, a.config, 'cifar10', a.device)
+    t = time.perf_counter()
+    model = ghn(model.to(a.device), input_size=tuple(a.input_size) if a.input_size else None)
+    print(f'predicted {sum(p.numel() for p in model.parameters()):,} parameters in '
+          f'{time.perf_counter() - t:.3f} s')
+    if a.out:
+        torch.save(model.state_dict(), a.out)
+        print(f'saved state dict to {a.out}')
+    if a.data:
+        from .datasets import image_loaders
+        from .train.evaluate import evaluate
+        loaders = image_loaders(a.data, root=a.data_root, load_train=False)
+        res = evaluate(model, loaders.eval, a.device, bn_mode='batch', max_batches=a.max_batches, progress=True)
+        print(f"{a.data} test: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%")
+
+
+def cmd_graph(a: argparse.Namespace) -> None:
+    from .graph import from_module
+    model = _load_model(a.model, a.num_classes)
+    t = time.perf_counter()
+    g = from_module(model, tuple(a.input_size) if a.input_size else None, max_sp_dist=a.max_sp_dist,
+                    extended=a.extended)
+    print(f'{a.model}: {g.summary()} (built in {time.perf_counter() - t:.3f} s)')
+    if g.unpredicted:
+        print(f'not predicted ({len(g.unpredicted)}): {", ".join(g.unpredicted)}')
+    if a.plot:
+        g.plot(a.plot)
+        print(f'plot saved to {a.plot}')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='pyg-ghn', description='Graph HyperNetworks on PyTorch Geometric.')
+    sub = p.add_subparsers(dest='command', required=True)
+
+    t = sub.add_parser('train', help='train a GHN on DeepNets-1M architectures')
+    t.add_argument('--config', default='ghn2', help='ghn2, ghn1 or mlp')
+    t.add_argument('--no-ve', action='store_true', help='ablation: no virtual edges')
+    t.add_argument('--no-norm', action='store_true', help='ablation: no parameter normalisation')
+    t.add_argument('--data', default='fashion_mnist')
+    t.add_argument('--data-root', default=None)
+    t.add_argument('--arch-root', default='data/deepnets1m')
+    t.add_argument('--archs', type=int, default=1000, help='number of training architectures')
+    t.add_argument('--epochs', type=int, default=300)
+    t.add_argument('--steps-per-epoch', type=int, default=None)
+    t.add_argument('--meta-batch', type=int, default=8)
+    t.add_argument('--batch-size', type=int, default=64)
+    t.add_argument('--max-nodes', type=int, default=2200)
+    t.add_argument('--lr', type=float, default=1e-3)
+    t.add_argument('--amp', action='store_true')
+    t.add_argument('--seed', type=int, default=1111)
+    t.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    t.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    t.add_argument('--workers', type=int, default=0, help='processes building graphs')
+    t.add_argument('--ckpt', default='runs/ghn2/trainer.pt', help='training checkpoint (atomic)')
+    t.add_argument('--ckpt-every', type=int, default=200)
+    t.add_argument('--resume', action='store_true', help='continue from --ckpt if it exists')
+    t.add_argument('--time-limit', type=float, default=None, help='seconds; stop and checkpoint after')
+    t.add_argument('--log', default=None, help='JSON log of per-epoch metrics')
+    t.add_argument('--plot', default=None, help='PNG of the training curves')
+    t.add_argument('--out', default=None, help='save the trained GHN here (pyg_ghn format)')
+    t.add_argument('--init', default=None, help='initialise the GHN from these weights')
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser('eval', help='accuracy of predicted parameters on a DeepNets-1M split')
+    e.add_argument('--ghn', default='pretrained', help="checkpoint path, 'pretrained', 'random' or 'he'")
+    e.add_argument('--config', default='ghn2')
+    e.add_argument('--split', default='test')
+    e.add_argument('--num-nets', type=int, default=None)
+    e.add_argument('--arch-root', default='data/deepnets1m')
+    e.add_argument('--data', default='fashion_mnist')
+    e.add_argument('--data-root', default=None)
+    e.add_argument('--bn-mode', nargs='+', default=['batch'], choices=['batch', 'running'])
+    e.add_argument('--max-batches', type=int, default=None)
+    e.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    e.add_argument('--out', default=None, help='JSON with per-architecture records')
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser('predict', help='predict all parameters of a network')
+    r.add_argument('model', help="torchvision name, 'deepnets:vit' or module:callable")
+    r.add_argument('--ghn', default='pretrained')
+    r.add_argument('--config', default='ghn2')
+    r.add_argument('--num-classes', type=int, default=10)
+    r.add_argument('--input-size', type=int, nargs='+', default=None)
+    r.add_argument('--data', default=None, help='evaluate on this dataset (e.g. fashion_mnist)')
+    r.add_argument('--data-root', default=None)
+    r.add_argument('--max-batches', type=int, default=None)
+    r.add_argument('--device', default='cpu')
+    r.add_argument('--out', default=None, help='save the predicted state dict here')
+    r.set_defaults(func=cmd_predict)
+
+    g = sub.add_parser('graph', help='build, describe and plot the graph of a network')
+    g.add_argument('model')
+    g.add_argument('--num-classes', type=int, default=None)
+    g.add_argument('--input-size', type=int, nargs='+', default=None)
+    g.add_argument('--max-sp-dist', type=int, default=50)
+    g.add_argument('--extended', action='store_true')
+    g.add_argument('--plot', default=None, help='PNG path')
+    g.set_defaults(func=cmd_graph)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == '__main__':
+    main()

@@ -4,8 +4,9 @@ Data flow: ``nn.Module`` -> :class:`ArchGraph` (:mod:`pyg_ghn.graph`) -> PyG ``B
 (:mod:`pyg_ghn.nn`) -> predicted parameters -> network.
 """
 from .primitives import PRIMITIVES, PRIMITIVE_IDS, Role
-from .graph import ArchGraph, CyclicGraphError
+from .graph import ArchGraph, CyclicGraphError, from_module
+from .nn import GHN, GHN2Conv
 
 __version__ = '0.1.0'
 
-__all__ = ['PRIMITIVES', 'PRIMITIVE_IDS', 'Role', 'ArchGraph', 'CyclicGraphError']
+__all__ = ['PRIMITIVES', 'PRIMITIVE_IDS', 'Role', 'ArchGraph', 'CyclicGraphError', 'from_module', 'GHN', 'GHN2Conv']

@@ -6,14 +6,12 @@ from .configs import CONFIGS, get_config, list_configs
 from .ghn import GHN, calibrate_bn
 from .checkpoint import CheckpointError, load_ghn, save_ghn
 
-try:  # the message-passing layer lives in its own subpackage
-    from .conv import GHN2Conv
-except ImportError:  # pragma: no cover - only while the layer is missing
-    GHN2Conv = None  # type: ignore[assignment,misc]
+from .conv import GHN2Conv
+from .pretrained import GHNWeights, from_pretrained
 
 __all__ = [
     'GHN', 'GHN2Conv', 'ShapeEncoder', 'ConvDecoder', 'MLP', 'channel_table', 'spatial_table',
     'tensor_shape_to_4d', 'tile_to_shape', 'fan_in_beta', 'normalize_weight', 'normalize_norm_weight',
     'normalize_bias', 'CONFIGS', 'get_config', 'list_configs', 'calibrate_bn', 'CheckpointError',
-    'load_ghn', 'save_ghn'
+    'load_ghn', 'save_ghn', 'GHNWeights', 'from_pretrained'
 ]

@@ -123,6 +123,13 @@ class GHN(nn.Module):
         return cls(**get_config(name, dataset, **overrides))
 
     @classmethod
+    def from_pretrained(cls, weights: Any = None, map_location: Any = 'cpu') -> 'GHN':
+        """A GHN shipped with pyg_ghn (:class:`pyg_ghn.nn.GHNWeights`; default: GHN-2 trained on
+        Fashion-MNIST), loaded without any download, in eval mode."""
+        from .pretrained import from_pretrained
+        return from_pretrained(weights, map_location)
+
+    @classmethod
     def load(cls, path: str, map_location: Any = 'cpu') -> 'GHN':
         """Loads a GHN from an original release file or a ``pyg_ghn`` checkpoint, in eval mode
         (:func:`pyg_ghn.nn.checkpoint.load_ghn`)."""
@@ -309,7 +316,8 @@ class GHN(nn.Module):
         """``ghn(model, ...)`` predicts and sets ``model``'s parameters (:meth:`predict_into`);
         ``ghn(graphs, ...)`` returns :meth:`predict_parameters`."""
         if isinstance(inp, nn.Module):
-            return self.predict_into(inp, graphs, **kwargs)
+            graph = kwargs.pop('graph', None) if graphs is None else graphs
+            return self.predict_into(inp, graph, **kwargs)
         if graphs is not None:
             raise TypeError('ghn(graphs) takes the graphs as its first argument')
         return self.predict_parameters(inp, **kwargs)

@@ -124,33 +124,56 @@ class Trainer:
         return total / len(nets), torch.tensor(correct / len(nets))
 
     def _all_reduce_grads(self) -> None:
-        grads = [p.grad for p in self.ghn.parameters() if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        # A parameter may get no gradient on some ranks (e.g. no network of this rank's share uses it): every
+        # rank must still send a tensor of the same layout, so it sends zeros plus a "has a gradient" flag.
+        # A parameter no rank used keeps grad None, as in a single process (Adam then leaves it alone).
+        params = list(self.ghn.parameters())
+        flat = torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params]
+                         + [torch.tensor([float(p.grad is not None) for p in params], device=self.device)])
         dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+        used = flat[-len(params):].tolist()
+        flat = flat[:-len(params)] / self.world_size  # each rank's loss is a mean over its share
+        for p, g, n in zip(params, flat.split([p.numel() for p in params]), used):
+            if n > 0:
+                p.grad = g.view_as(p).clone()
+
+    def _all_ok(self, ok: bool) -> bool:
+        """Whether ``ok`` holds on every rank, so that all ranks skip a step together."""
+        if self.world_size == 1:
+            return ok
+        flag = torch.tensor(float(ok), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return flag.item() > 0
+
+    def _skip(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+        self.state.skipped += 1
 
     def step(self, batch: Any, images: Tensor, targets: Tensor) -> Optional[Dict[str, float]]:
         """One optimizer step; ``None`` when the step is skipped (non-finite loss or out of memory)."""
         c = self.config
         self.optimizer.zero_grad(set_to_none=True)
+        # Ranks agree after the forward and after the backward pass: a rank that skips alone would leave the
+        # others waiting in a collective.
         try:
             loss, acc = self.loss(batch, images, targets)
-            finite = torch.isfinite(loss.detach()).float()
-            if self.world_size > 1:  # all ranks skip together
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() < 1:
-                self.state.skipped += 1
-                return None
-            self.scaler.scale(loss).backward()
+            ok = bool(torch.isfinite(loss.detach()))
         except torch.OutOfMemoryError:
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.device.type == 'cuda':
-                torch.cuda.empty_cache()
-            self.state.skipped += 1
+            loss, ok = None, False
+        if not self._all_ok(ok):
+            loss = None
+            self._skip()
+            return None
+        try:
+            self.scaler.scale(loss).backward()
+            ok = True
+        except torch.OutOfMemoryError:
+            ok = False
+        if not self._all_ok(ok):
+            loss = None
+            self._skip()
             return None
         if self.world_size > 1:
             self._all_reduce_grads()
@@ -189,7 +212,11 @@ class Trainer:
             seed_loader_(self.image_loader, c.seed + self.state.epoch)
             images_iter = iter(self.image_loader)
             for _ in range(self.state.step_in_epoch):  # resume inside an epoch: same images as before
-                next(images_iter)
+                try:
+                    next(images_iter)
+                except StopIteration:  # the epoch is longer than the loader: wrap around as below
+                    images_iter = iter(self.image_loader)
+                    next(images_iter)
             if self.state.step_in_epoch and getattr(self, '_resume_rng', None) is not None:
                 _set_rng_state(self._resume_rng)
             self._resume_rng = None
@@ -258,8 +285,12 @@ class Trainer:
             return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f'{path}.tmp{os.getpid()}'
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
+        finally:
+            if os.path.exists(tmp):  # the write failed (e.g. disk full): keep the previous checkpoint only
+                os.remove(tmp)
 
     def load_checkpoint(self, path: str) -> None:
         """Restores everything :meth:`state_dict` saved; the next :meth:`train` continues exactly."""

@@ -322,28 +322,24 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
     n = len(verts)
 
     x = torch.tensor([PRIMITIVE_IDS[v.prim] for v in verts], dtype=torch.long)
-    shape = torch.ones(n, 4, dtype=torch.long)
-    ndim = torch.zeros(n, dtype=torch.long)
-    role = torch.zeros(n, dtype=torch.long)
-    for i, v in enumerate(verts):
+    shapes, ndims, roles = [], [], []
+    for v in verts:
         if v.kind == 'param':
             sz = tuple(params[v.params[0]][0].shape)
+            role = Role.NORM if v.prim in ('bn', 'ln') else Role.BIAS if v.prim == 'bias' else Role.WEIGHT
         elif v.prim in ('max_pool', 'avg_pool'):
-            sz = _pool_shape(ag, v.fn)
+            sz, role = _pool_shape(ag, v.fn), Role.NONE
         else:
-            continue
+            sz, role = (), Role.NONE
         if len(sz) > 4:
             raise GraphBuildError(f'{v.name} has a {len(sz)}-D shape {sz}; GHNs predict tensors of up to 4 '
                                   f'dimensions.')
-        shape[i, :len(sz)] = torch.tensor(sz)
-        ndim[i] = len(sz)
-        if v.kind == 'param':
-            if v.prim in ('bn', 'ln'):
-                role[i] = Role.NORM
-            elif v.prim == 'bias':
-                role[i] = Role.BIAS
-            else:
-                role[i] = Role.WEIGHT
+        shapes.append(sz + (1,) * (4 - len(sz)))
+        ndims.append(len(sz))
+        roles.append(int(role))
+    shape = torch.tensor(shapes, dtype=torch.long).view(n, 4)
+    ndim = torch.tensor(ndims, dtype=torch.long)
+    role = torch.tensor(roles, dtype=torch.long)
     # Classification layers are found by position, as in the original (spec §7.5).
     if verts[-1].kind == 'param' and ndim[-1] == 1:
         role[-1] = Role.CLS_BIAS

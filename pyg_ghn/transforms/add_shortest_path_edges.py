@@ -22,11 +22,18 @@ def _dag_distances(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> np.ndarr
     np.fill_diagonal(into, 0)
     order = np.lexsort((dst, level[dst]))  # edges grouped by target, targets by level
     src, dst = src[order], dst[order]
-    bounds = np.flatnonzero(np.diff(level[dst])) + 1
-    for s, d in zip(np.split(src, bounds), np.split(dst, bounds)):
-        targets, starts = np.unique(d, return_index=True)
-        best = np.minimum.reduceat(into[s], starts, axis=0) + 1
-        into[targets] = np.minimum(into[targets], best)
+    # Group boundaries computed once: where the target changes, and where its level changes.
+    new_target = np.flatnonzero(np.r_[True, dst[1:] != dst[:-1]])
+    targets = dst[new_target]
+    level_bounds = np.flatnonzero(np.r_[True, np.diff(level[targets]) != 0, True])
+    for a, b in zip(level_bounds[:-1], level_bounds[1:]):
+        e0 = new_target[a]
+        e1 = new_target[b] if b < len(new_target) else len(dst)
+        t = targets[a:b]
+        # Every predecessor of a target lies on a lower level, so its row is final; a target has no other
+        # finite entries yet than its own zero.
+        into[t] = np.minimum.reduceat(into[src[e0:e1]], new_target[a:b] - e0, axis=0) + 1
+        into[t, t] = 0
     return into.T
 
 

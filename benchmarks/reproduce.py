@@ -1,0 +1,143 @@
+"""Tables 3 and 5 of the paper on Fashion-MNIST (3x32x32): accuracy of predicted parameters on unseen
+architectures, with the baselines, regenerated from checkpoints.
+
+    python benchmarks/reproduce.py --ghn GHN-2=pyg_ghn/checkpoints/ghn2_fmnist.pt [--ghn NAME=PATH ...]
+        [--splits test wide deep dense bnfree predefined] [--num-nets 100] [--ood-nets 20]
+        [--baselines he sgd100] [--sgd-nets 10] [--out benchmarks/results_fmnist.json]
+
+Every (method, split, architecture) result is appended to the JSON as soon as it is measured, and results
+already there are skipped, so the script can be stopped and run again (e.g. in the background across
+sessions). At the end it prints mean ± standard error per method and split, beside the paper's CIFAR-10
+numbers for reference. Protocol: BatchNorm on batch statistics of test batches of 64 (the paper's), full
+10,000-image Fashion-MNIST test set unless --max-batches.
+"""
+import argparse
+import json
+import os
+import time
+import warnings
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from pyg_ghn.datasets import image_loaders
+from pyg_ghn.datasets.deepnets1m import DeepNets1M
+from pyg_ghn.deepnets import predefined
+from pyg_ghn.graph import from_module
+from pyg_ghn.nn import GHN
+from pyg_ghn.train import evaluate, he_init_, mean_sem, train_sgd
+
+# Paper, Table 3 (CIFAR-10 top-1, mean ± s.e.), for reference only: another dataset, a full training run.
+PAPER_CIFAR10 = {
+    'GHN-2': {'test': 66.9, 'wide': 64.0, 'deep': 60.5, 'dense': 65.8, 'bnfree': 36.8},
+    'GHN-1': {'test': 51.4, 'wide': 47.1, 'deep': 38.3, 'dense': 51.2, 'bnfree': 13.3},
+    'MLP': {'test': 42.2, 'wide': 37.9, 'deep': 33.7, 'dense': 40.2, 'bnfree': 17.6},
+    'He init': {'test': 10.0, 'wide': 10.0, 'deep': 10.0, 'dense': 10.0, 'bnfree': 10.0},
+    'SGD 1 epoch': {'test': 46.1, 'wide': 47.2, 'deep': 44.6, 'dense': 46.0, 'bnfree': 23.7},
+}
+
+
+def architectures(split: str, n: int, root: str) -> List[Tuple[str, torch.nn.Module]]:
+    if split == 'predefined':
+        return [('ResNet-50', predefined.resnet50()), ('ViT', predefined.vit())]
+    ds = DeepNets1M(root, split, num_nets=n, log=False)
+    return [(str(i), ds.network(i)) for i in range(len(ds))]
+
+
+def load(path: str) -> Dict[str, Any]:
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {'protocol': {}, 'records': []}
+
+
+def save(results: Dict[str, Any], path: str) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--ghn', nargs='*', default=[], help='NAME=PATH of GHN checkpoints')
+    p.add_argument('--splits', nargs='+', default=['test', 'wide', 'deep', 'dense', 'bnfree', 'predefined'])
+    p.add_argument('--num-nets', type=int, default=100, help='ID test architectures')
+    p.add_argument('--ood-nets', type=int, default=20, help='architectures per OOD split')
+    p.add_argument('--baselines', nargs='*', default=['he'], help='he, sgd100, sgd500')
+    p.add_argument('--sgd-nets', type=int, default=10, help='architectures per split for SGD baselines')
+    p.add_argument('--max-batches', type=int, default=None)
+    p.add_argument('--root', default='data/deepnets1m')
+    p.add_argument('--out', default='benchmarks/results_fmnist.json')
+    p.add_argument('--threads', type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings('ignore', message='.*have no node.*')
+
+    results = load(args.out)
+    results['protocol'] = {'data': 'Fashion-MNIST test (10k) as 3x32x32', 'bn': 'batch statistics, batch 64',
+                           'max_batches': args.max_batches}
+    done = {(r['method'], r['split'], r['net']) for r in results['records']}
+    loaders = image_loaders('fashion_mnist', split='test', batch_size=96, test_batch_size=64)
+    ghns = {}
+    for spec in args.ghn:
+        name, path = spec.split('=', 1)
+        ghns[name] = GHN.load(path)
+    methods = list(ghns) + [{'he': 'He init', 'sgd100': 'SGD 100 steps', 'sgd500': 'SGD 500 steps'}[b]
+                            for b in args.baselines]
+
+    for split in args.splits:
+        n = args.num_nets if split == 'test' else args.ood_nets
+        for net_name, net in architectures(split, n, args.root):
+            for method in methods:
+                if (method, split, net_name) in done:
+                    continue
+                if method.startswith('SGD') and split != 'predefined' and int(net_name) >= args.sgd_nets:
+                    continue
+                t = time.perf_counter()
+                params = None
+                if method in ghns:
+                    with torch.no_grad():
+                        graph = from_module(net, warn=False)
+                        params = ghns[method].predict_parameters(graph)[0]
+                else:
+                    he_init_(net, seed=0)
+                    if method.startswith('SGD'):
+                        steps = int(method.split()[1])
+                        train_sgd(net, loaders.train, steps, seed=0)
+                seconds = time.perf_counter() - t
+                acc = evaluate(net, loaders.eval, topk=(1, 5), bn_mode='batch', params=params,
+                               max_batches=args.max_batches)
+                rec = {'method': method, 'split': split, 'net': net_name, 'top1': acc['top1'], 'top5': acc['top5'],
+                       'seconds': seconds, 'num_params': sum(q.numel() for q in net.parameters())}
+                results['records'].append(rec)
+                save(results, args.out)
+                print(json.dumps(rec), flush=True)
+
+    print_tables(results)
+
+
+def print_tables(results: Dict[str, Any]) -> None:
+    by: Dict[Tuple[str, str], List[float]] = {}
+    for r in results['records']:
+        by.setdefault((r['method'], r['split']), []).append(r['top1'])
+    methods = list(dict.fromkeys(m for m, _ in by))
+    splits = list(dict.fromkeys(s for _, s in by))
+    print(f"\n{'method':<16}" + ''.join(f'{s:>22}' for s in splits))
+    for m in methods:
+        cells = []
+        for s in splits:
+            if (m, s) not in by:
+                cells.append(f"{'-':>22}")
+                continue
+            v = by[(m, s)]
+            mean, sem = mean_sem(v) if len(v) > 1 else (v[0], float('nan'))
+            paper = PAPER_CIFAR10.get(m, {}).get(s)
+            ref = f' [{paper:.1f}]' if paper is not None else ''
+            cells.append(f'{mean:6.1f}±{sem:4.1f} (n={len(v)}){ref}'.rjust(22))
+        print(f'{m:<16}' + ''.join(cells))
+    print('[..] = paper, CIFAR-10 (Table 3), for reference.')
+
+
+if __name__ == '__main__':
+    main()

@@ -10,11 +10,11 @@ import torch
 from torch_geometric.data import Dataset
 
 from ..deepnets.generator import SPLIT_SEEDS, generate_split, sample_train_width
-from ..deepnets.network import Network
+from ..deepnets.network import Network, count_params
 from ..graph.arch_graph import ArchGraph
 from ..graph.builder import from_module
 
-__all__ = ['DeepNets1M', 'EVAL_SPLITS', 'build_network']
+__all__ = ['DeepNets1M', 'EVAL_SPLITS', 'build_network', 'fit_eval_width']
 
 EVAL_SPLITS = ('val', 'test', 'wide', 'deep', 'dense', 'bnfree')
 _DEFAULT_SIZES = {'train': 1000, 'val': 500, 'test': 500, 'wide': 100, 'deep': 100, 'dense': 100, 'bnfree': 100,
@@ -32,6 +32,22 @@ def build_network(net_args: Dict[str, Any], num_classes: int = 10, large_images:
     return Network.from_net_args(net_args, num_classes=num_classes, is_imagenet_input=large_images, **overrides)
 
 
+def fit_eval_width(net_args: Dict[str, Any], min_params: float = 2.5e6, C0: int = 32, step: int = 16,
+                   max_C: int = 4096) -> Dict[str, Any]:
+    r"""A copy of ``net_args`` with the smallest width ``C`` in ``C0, C0 + step, ...`` whose CIFAR-10
+    network (10 classes) has at least ``min_params`` parameters (or ``max_C``).
+
+    The paper's evaluation networks have a width fixed per network, and every evaluation split of its
+    Table 1 starts at 2.5M parameters; this rule reproduces the channel and parameter ranges reported for
+    the DEEP (C 32-208), DENSE, BN-FREE and WIDE (4 x C) splits, though not the 2.5-35M of VAL/TEST
+    (``benchmarks/deepnets_stats.py``). The original generation code for these widths is not public.
+    """
+    C = C0
+    while C < max_C and count_params(net_args, 10, False, C=C) < min_params:
+        C += step
+    return {**net_args, 'C': C}
+
+
 def _generate_chunk(task: Tuple[str, int, int, int, Tuple[str, ...]]) -> List[Dict[str, Any]]:
     split, start, count, seed, exclude = task
     return generate_split(split, count, seed=seed, start=start, exclude=exclude)
@@ -45,8 +61,9 @@ class DeepNets1M(Dataset):
     built on access (``__getitem__``), so :class:`torch_geometric.loader.DataLoader` workers do the tracing;
     ``cache=True`` keeps built graphs in memory.
 
-    Each item is an :class:`~pyg_ghn.ArchGraph` with two extra attributes: ``net_args`` (a JSON string, enough
-    to build the network with :func:`build_network`) and ``net_idx``.
+    Each item is an :class:`~pyg_ghn.ArchGraph` with two extra attributes: ``net_args`` (a JSON string of
+    the arguments of the graph's network, widened ``C`` included: ``build_network(json.loads(net_args))``
+    rebuilds it) and ``net_idx``.
 
     Splits: ``train`` (the paper uses :math:`10^6`), ``val`` and ``test`` (500 each), out-of-distribution
     ``wide``, ``deep``, ``dense``, ``bnfree`` (100 each) and ``search``. Each split has its own seed, so
@@ -65,6 +82,9 @@ class DeepNets1M(Dataset):
         num_classes (int): classes of the networks' heads. (default: 10)
         large_images (bool): ImageNet-style networks (224x224 inputs) instead of 32x32.
         max_sp_dist (int): virtual-edge cut-off of the graphs. (default: 50)
+        eval_min_params (float, optional): evaluation splits only: widen every network to the smallest
+            ``C`` (32, 48, ...) with at least this many parameters on CIFAR-10 (see :func:`fit_eval_width`;
+            ``2.5e6`` approximates the paper's evaluation widths). By default networks keep ``C=32``.
         cache (bool): keep built graphs in memory. (default: False)
         attach_network (bool): also return the network, with its parameters on the ``meta`` device, as
             ``graph.network``: the parameters are placeholders for predicted ones (passed through
@@ -76,7 +96,8 @@ class DeepNets1M(Dataset):
 
     def __init__(self, root: str, split: str = 'train', num_nets: Optional[int] = None,
                  seed: Optional[int] = None, num_classes: int = 10, large_images: bool = False,
-                 max_sp_dist: int = 50, cache: bool = False, attach_network: bool = False, num_workers: int = 1,
+                 max_sp_dist: int = 50, eval_min_params: Optional[float] = None, cache: bool = False,
+                 attach_network: bool = False, num_workers: int = 1,
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
                  log: bool = True) -> None:
         if split not in _DEFAULT_SIZES:
@@ -86,6 +107,7 @@ class DeepNets1M(Dataset):
         self.seed = SPLIT_SEEDS[split] if seed is None else int(seed)
         self.net_classes, self.large_images, self.max_sp_dist = num_classes, large_images, max_sp_dist
         self.num_workers, self.attach_network = num_workers, attach_network
+        self.eval_min_params = eval_min_params
         self._cache: Optional[OrderedDict] = OrderedDict() if cache else None
         super().__init__(root, transform, pre_transform, log=log)
         with open(self.processed_paths[0]) as f:
@@ -152,10 +174,13 @@ class DeepNets1M(Dataset):
         return len(self.nets)
 
     def net_args(self, idx: int, seed: Optional[int] = None) -> Dict[str, Any]:
-        """The ``net_args`` of architecture ``idx``; for ``train`` with a ``seed``, with a sampled width."""
+        """The ``net_args`` of architecture ``idx``; for ``train`` with a ``seed``, with a sampled width; for an
+        evaluation split with ``eval_min_params``, with the fitted width (before ``wide``'s x4)."""
         args = dict(self.nets[idx])
         if self.split == 'train' and seed is not None:
             args = sample_train_width(args, np.random.default_rng(seed), large_images=self.large_images)
+        elif self.split in EVAL_SPLITS and self.eval_min_params:
+            args = fit_eval_width(args, self.eval_min_params)
         return args
 
     def network(self, idx: int, seed: Optional[int] = None) -> Network:
@@ -169,7 +194,9 @@ class DeepNets1M(Dataset):
             return self._cache[key]
         net = build_network(args, self.net_classes, self.large_images, self.split == 'wide')
         graph = from_module(net, max_sp_dist=self.max_sp_dist, warn=False)
-        graph.net_args = json.dumps(args, separators=(',', ':'))
+        # The arguments of the network this graph describes (``wide``: the widened C), so that
+        # ``build_network(json.loads(graph.net_args))`` rebuilds it without knowing the split.
+        graph.net_args = json.dumps({**args, 'C': net.C}, separators=(',', ':'))
         graph.net_idx = idx
         if self.attach_network:
             graph.network = net.to('meta')

@@ -14,10 +14,9 @@ the split's ``net_args``. Node names (``'cells.<cell>.<op_name>'``) are matched 
 """
 import json
 import os
-import os.path as osp
 import re
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -199,8 +198,9 @@ class DeepNets1MHDF5(Dataset):
     ``deep``, ``dense`` and ``bnfree``), each with its ``*_meta.json``. They are read in place; nothing
     is processed or written. Each item is an :class:`~pyg_ghn.ArchGraph` read from the file (node order,
     edges and virtual edges as stored), with parameter names and shapes from the network described by
-    the split's ``net_args`` (built on the ``meta`` device), plus ``net_args`` (a JSON string, see
-    :func:`pyg_ghn.datasets.deepnets1m.build_network`) and ``net_idx``.
+    the split's ``net_args`` (built on the ``meta`` device), plus ``net_args`` (a JSON string of the
+    arguments of that very network, widened ``C`` included: ``build_network(json.loads(graph.net_args))``
+    rebuilds it) and ``net_idx``.
 
     The width ``C`` of evaluation networks comes from the meta file where present (32 otherwise); ``wide``
     networks are 4x (2x for ImageNet) wider, as in the original loader. For ``train``, indexing with a pair
@@ -304,7 +304,9 @@ class DeepNets1MHDF5(Dataset):
         if graph.unmatched:
             warnings.warn(f'{self.split} network {idx}: {len(graph.unmatched)} node(s) name no parameter of '
                           f'the network, e.g. {graph.unmatched[:3]}', UnmatchedNodesWarning, stacklevel=2)
-        graph.net_args = json.dumps(args, separators=(',', ':'))
+        # The arguments of the network the graph describes (for ``wide``, the widened C), so that
+        # ``build_network(json.loads(graph.net_args))`` rebuilds it.
+        graph.net_args = json.dumps({**args, 'C': net.C}, separators=(',', ':'))
         graph.net_idx = idx
         if self.attach_network:
             graph.network = net

@@ -10,10 +10,12 @@ fixed short SGD run (:func:`pyg_ghn.train.baselines.train_sgd`):
   (Hendrycks & Dietterich), the noise is added to the **raw pixel values in** :math:`[0, 1]` (the 28x28
   image, before the zero padding to 32x32), clipped to :math:`[0, 1]`, and the result is normalised like
   the clean images. The noise is drawn once, with a fixed seed, so every network sees the same images;
-* ``time``: inference speed, the median over ``time_reps`` runs of the **seconds per batch** of
+* ``time``: inference speed, the median over ``time_reps`` runs of the **milliseconds per batch** of
   ``time_batch`` test images on this CPU with **one thread** (eval mode, ``torch.no_grad()``, BatchNorm with
   batch statistics as the paper evaluates). CPU timings on a shared machine are noisy: the median of
-  several runs after a warm-up is kept;
+  several runs after a warm-up is kept. Milliseconds, not seconds: values of order 1-100, like the
+  original's GPU seconds for the whole validation set, so that the SVR grid of the protocol
+  (``epsilon`` 0.05-0.2) and its rounding of predictions to integers mean the same as there;
 * ``converge_time``: the number of SGD steps until the training accuracy, averaged over the last
   ``window`` training batches (measured on each batch before its update), first reaches ``threshold``.
   The paper's threshold (95% top-1 on CIFAR-10) assumes 50 epochs; a short run needs a lower one. A
@@ -44,13 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .dataset import FORMAT_VERSION, PROPERTIES, load_results
+
 __all__ = ['PROPERTIES', 'MeasureConfig', 'ImageSets', 'load_image_sets', 'add_gaussian_noise',
            'measure_network', 'measure_split', 'load_results', 'main']
-
-#: The four properties, in the column order of ``y``.
-PROPERTIES: Tuple[str, ...] = ('clean_acc', 'noise_acc', 'time', 'converge_time')
-
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -93,6 +92,8 @@ class MeasureConfig:
     def __post_init__(self) -> None:
         if self.dataset != 'fashion_mnist':
             raise ValueError(f"only dataset='fashion_mnist' is supported, got {self.dataset!r}")
+        if self.C < 8:
+            raise ValueError(f'C must be at least 8 (the msa op has 8 heads), got {self.C}')
         if self.steps < 1 or self.window < 1 or self.time_reps < 1 or self.num_test < 1:
             raise ValueError('steps, window, time_reps and num_test must be positive')
         if not 0 < self.threshold <= 1:
@@ -169,11 +170,14 @@ def time_inference(model: nn.Module, x: Tensor, reps: int = 5, threads: int = 1)
     torch.set_num_threads(threads)
     try:
         with bn_eval_mode(model, 'batch'):
+            sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
             model(x)
             times = []
             for _ in range(reps):
+                sync()
                 t0 = time.perf_counter()
                 model(x)
+                sync()  # kernels are asynchronous on a GPU
                 times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(n)
@@ -181,16 +185,17 @@ def time_inference(model: nn.Module, x: Tensor, reps: int = 5, threads: int = 1)
 
 
 def measure_network(net_args: Dict[str, Any], cfg: MeasureConfig, data: ImageSets, seed: int,
-                    device: Optional[torch.device] = None) -> Dict[str, Any]:
-    """Builds the network of ``net_args`` at width ``cfg.C``, trains it and measures the four
-    :data:`PROPERTIES`. Returns a JSON-serialisable record (``net_args`` as built, the properties,
-    ``converged``, ``num_params``, ``final_loss``, ``seconds``)."""
+                    device: Optional[torch.device] = None, wide: bool = False) -> Dict[str, Any]:
+    """Builds the network of ``net_args`` at width ``cfg.C`` (``4 * cfg.C`` if ``wide``, as DeepNets-1M
+    widens its WIDE split), trains it and measures the four :data:`PROPERTIES`. Returns a JSON-serialisable
+    record (``net_args`` as built, the properties, ``converged``, ``num_params``, ``final_loss``,
+    ``seconds``)."""
     from ..datasets.deepnets1m import build_network
     from ..train.baselines import train_sgd
     from ..train.evaluate import evaluate
     t0 = time.perf_counter()
     args = {k: v for k, v in net_args.items() if k != 'num_params'}
-    args['C'] = cfg.C
+    args['C'] = cfg.C * (4 if wide else 1)
     device = torch.device(device or 'cpu')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -203,7 +208,7 @@ def measure_network(net_args: Dict[str, Any], cfg: MeasureConfig, data: ImageSet
     clean = evaluate(model, data.clean, device=device, topk=(1,))['top1']
     noisy = evaluate(model, data.noisy, device=device, topk=(1,))['top1']
     x_time = torch.cat([x for x, _ in data.clean])[:cfg.time_batch].to(device)
-    speed = time_inference(model, x_time, cfg.time_reps)
+    speed = 1e3 * time_inference(model, x_time, cfg.time_reps)
     step = convergence_step(tracker.acc, cfg.threshold, cfg.window)
     return dict(net_args=args, clean_acc=clean, noise_acc=noisy, time=speed,
                 converge_time=step if step is not None else cfg.steps, converged=step is not None,
@@ -212,16 +217,6 @@ def measure_network(net_args: Dict[str, Any], cfg: MeasureConfig, data: ImageSet
 
 
 # --------------------------------------------------------------------------------------------------------
-def load_results(path: str) -> Dict[str, Any]:
-    """Reads a measurement file: ``{'version', 'config', 'results': [record, ...]}``, each record with
-    ``split`` and ``idx``."""
-    with open(path) as f:
-        out = json.load(f)
-    if not isinstance(out, dict) or out.get('version') != FORMAT_VERSION or 'results' not in out:
-        raise ValueError(f'{path} is not a pyg_ghn property file (version {FORMAT_VERSION})')
-    return out
-
-
 def _atomic_write(obj: Any, path: str) -> None:
     tmp = f'{path}.tmp{os.getpid()}'
     with open(tmp, 'w') as f:
@@ -256,25 +251,28 @@ def measure_split(split: str, num_nets: int, out: str, cfg: MeasureConfig, start
     data = load_image_sets(cfg, data_root) if todo else None
     for idx, net_args in todo:
         try:
-            rec = measure_network(net_args, cfg, data, cfg.seed + idx, device)
+            rec = measure_network(net_args, cfg, data, cfg.seed + idx, device, wide=split == 'wide')
         except RuntimeError as e:  # a diverging run: keep the architecture out of the targets, say why
             warnings.warn(f'{split} network {idx}: {e}')
-            rec = dict(net_args=dict(net_args, C=cfg.C), error=str(e))
+            rec = dict(net_args=dict(net_args, C=cfg.C * (4 if split == 'wide' else 1)), error=str(e))
         rec = dict(split=split, idx=idx, **rec)
         state['results'].append(rec)
         _atomic_write(state, out)
         bar.update(1)
         if 'error' not in rec:
             bar.set_postfix(acc=f"{rec['clean_acc']:.1f}", noise=f"{rec['noise_acc']:.1f}",
-                            ms=f"{1e3 * rec['time']:.1f}", conv=rec['converge_time'])
+                            ms=f"{rec['time']:.1f}", conv=rec['converge_time'])
     bar.close()
     return state
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python -m pyg_ghn.properties.measure', description=__doc__.split('\n')[0],
+    p = argparse.ArgumentParser(prog='python -m pyg_ghn.properties.measure',
+                                description='Measures the properties of DeepNets-1M networks on Fashion-MNIST '
+                                            '(resumable; see the module docstring).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--split', default='val', help='DeepNets-1M split (val/test, or wide/deep/dense/bnfree)')
+    p.add_argument('--split', default='val', choices=['val', 'test', 'wide', 'deep', 'dense', 'bnfree'],
+                   help='DeepNets-1M split (the protocol uses val and test)')
     p.add_argument('--num-nets', type=int, default=100)
     p.add_argument('--start', type=int, default=0, help='first network index')
     p.add_argument('--out', default='data/properties.json')

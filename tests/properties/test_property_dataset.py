@@ -1,0 +1,72 @@
+import json
+import os.path as osp
+
+import pytest
+import torch
+from torch_geometric.loader import DataLoader
+
+from property_helpers import write_property_file
+from pyg_ghn.datasets.deepnets1m import build_network
+from pyg_ghn.graph.builder import from_module
+from pyg_ghn.properties import PROPERTIES, ArchPropertyDataset
+
+
+def test_dataset_shapes_and_split(property_file, tmp_path):
+    path, state = property_file
+    ds = ArchPropertyDataset(str(tmp_path), path, log=False)
+    assert len(ds) == 8 and ds.num_tasks == 4
+    split = ds.get_idx_split()
+    assert split['train'].tolist() == [0, 1, 2, 3, 4] and split['test'].tolist() == [5, 6, 7]
+    assert {ds[i].split for i in split['train']} == {'val'} and {ds[i].split for i in split['test']} == {'test'}
+    # Targets follow the records, one column per property.
+    by_key = {(r['split'], r['idx']): r for r in state['results']}
+    for g in ds:
+        r = by_key[(g.split, g.net_idx)]
+        assert g.y.shape == (1, 4)
+        assert g.y.view(-1).tolist() == pytest.approx([r[k] for k in PROPERTIES])
+    assert ds.y.shape == (8, 4)
+    view = ds[split['test']]  # a PyG index view keeps its own targets and split
+    assert len(view) == 3 and torch.equal(view.y, ds.y[split['test']])
+    assert view.get_idx_split()['test'].tolist() == [0, 1, 2] and view.get_idx_split()['train'].numel() == 0
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch.y.shape == (3, 4) and batch.num_graphs == 3
+
+
+def test_dataset_graph_is_the_measured_network(property_file, tmp_path):
+    path, state = property_file
+    ds = ArchPropertyDataset(str(tmp_path), path, log=False)
+    g = ds[6]
+    ref = from_module(build_network(json.loads(g.net_args)), max_sp_dist=50, warn=False)
+    assert json.loads(g.net_args)['C'] == 8
+    assert torch.equal(g.x, ref.x) and torch.equal(g.edge_index, ref.edge_index)
+    assert torch.equal(g.shape, ref.shape) and torch.equal(g.edge_index_sp, ref.edge_index_sp)
+
+
+def test_dataset_cache_and_reprocess(property_file, tmp_path):
+    path, _ = property_file
+    ds = ArchPropertyDataset(str(tmp_path), path, log=False)
+    files = sorted(p for p in ds.processed_file_names)
+    assert osp.exists(osp.join(str(tmp_path), 'processed', files[0]))
+    again = ArchPropertyDataset(str(tmp_path), path, log=False)  # from the cache
+    assert torch.equal(again[3].edge_index, ds[3].edge_index) and again[3].param_names == ds[3].param_names
+    # Another file (other architectures) gets its own cache entry; targets-only changes reuse the graphs.
+    other = str(tmp_path / 'other.json')
+    write_property_file(other, splits=(('val', 2), ('test', 2)))
+    ds2 = ArchPropertyDataset(str(tmp_path), other, properties=('clean_acc', 'time'), log=False)
+    assert ds2.processed_file_names != ds.processed_file_names
+    assert len(ds2) == 4 and ds2.y.shape == (4, 2)
+
+
+def test_dataset_merges_files_skips_errors_and_rejects_duplicates(tmp_path):
+    a, b = str(tmp_path / 'a.json'), str(tmp_path / 'b.json')
+    write_property_file(a, splits=(('val', 3),))
+    state = write_property_file(b, splits=(('test', 2),))
+    state['results'][1] = dict(split='test', idx=1, net_args=state['results'][1]['net_args'], error='nan loss')
+    with open(b, 'w') as f:
+        json.dump(state, f)
+    ds = ArchPropertyDataset(str(tmp_path / 'root'), [b, a], log=False)
+    assert len(ds) == 4
+    assert ds.get_idx_split()['train'].tolist() == [0, 1, 2]
+    assert [g.net_idx for g in ds][3] == 0 and ds[3].split == 'test'
+    with pytest.raises(ValueError, match='twice'):
+        ArchPropertyDataset(str(tmp_path / 'root'), [a, a], log=False)

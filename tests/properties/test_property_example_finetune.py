@@ -1,0 +1,21 @@
+"""examples/finetune.py runs end to end with --tiny (subprocess)."""
+import json
+import os.path as osp
+
+import pytest
+
+from property_helpers import run_example as run
+from pyg_ghn.datasets.images import FASHION_MNIST_ROOT
+
+needs_fmnist = pytest.mark.skipif(not osp.isdir(FASHION_MNIST_ROOT), reason='Fashion-MNIST not installed')
+
+
+@needs_fmnist
+def test_finetune_tiny(tmp_path):
+    out = run('finetune.py', '--out', str(tmp_path), '--seeds', '2')
+    assert 'Fashion-MNIST test accuracy' in out
+    res = json.load(open(tmp_path / 'results.json'))['results']
+    assert set(res) == {f'{n} / {i}' for n in ('resnet50', 'vit', 'darts') for i in ('He', 'ghn2 (random)')}
+    for r in res.values():
+        assert len(r['acc']) == 2 and all(0 <= x <= 100 for x in r['acc'])
+        assert r['lr'] in (0.01, 0.025)  # chosen on the held-out images

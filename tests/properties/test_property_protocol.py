@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from pyg_ghn import PRIMITIVE_IDS
+from pyg_ghn.datasets.deepnets1m import build_network
+from pyg_ghn.deepnets.generator import generate_split
+from pyg_ghn.graph.builder import from_module
+from pyg_ghn.nn import GHN
+from pyg_ghn.properties import ROUND_DECIMALS, embed_graphs, fit_svr, load_ghn_or_random, svr_protocol
+
+SMALL_GRID = {'kernel': ['rbf'], 'C': [1, 10, 100], 'gamma': ['auto', 1.0], 'epsilon': [0.01, 0.05]}
+
+
+@pytest.fixture(scope='module')
+def graphs():
+    return [from_module(build_network(dict(a, C=8)), warn=False) for a in generate_split('val', 36)]
+
+
+@pytest.mark.parametrize('config', ['ghn2', 'ghn1', 'mlp'])
+def test_embeddings_are_node_means_and_batch_independent(graphs, config):
+    torch.manual_seed(0)
+    ghn = GHN.from_config(config)
+    ghn.train()  # embed_graphs switches to eval mode and back
+    e = embed_graphs(ghn, graphs[:5], batch_size=2)
+    assert e.shape == (5, 32) and e.dtype == np.float64 and ghn.training
+    # Independent of the batch composition, deterministic, and the mean of the per-graph node features.
+    assert np.allclose(e, embed_graphs(ghn, graphs[:5], batch_size=5), atol=1e-5)
+    assert np.array_equal(e, embed_graphs(ghn, graphs[:5], batch_size=2))
+    ghn.eval()
+    with torch.no_grad():
+        for i, g in enumerate(graphs[:5]):
+            h = ghn.node_features(Batch.from_data_list([g]))
+            assert h.shape == (g.num_nodes, 32)
+            assert np.allclose(e[i], h.mean(0).double().numpy(), atol=1e-5)
+            if config != 'ghn1':  # post-LayerNorm features: zero mean over channels per node
+                assert h.mean(1).abs().max() < 1e-4 + ghn.ln.bias.abs().max()
+
+
+def test_random_ghn_default_warns_and_is_seeded():
+    with pytest.warns(UserWarning, match='randomly initialised'):
+        a = load_ghn_or_random(None)
+    with pytest.warns(UserWarning):
+        b = load_ghn_or_random('random')
+    assert not a.training and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_ghn_checkpoint_round_trip(tmp_path, graphs):
+    torch.manual_seed(3)
+    ghn = GHN.from_config('ghn2')
+    path = str(tmp_path / 'ghn.pt')
+    ghn.save(path)
+    loaded = load_ghn_or_random(path)
+    assert np.allclose(embed_graphs(ghn, graphs[:3]), embed_graphs(loaded, graphs[:3]), atol=1e-6)
+
+
+def test_fit_svr_learns_a_smooth_function():
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, (80, 3))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] ** 2
+    model, best = fit_svr(x[:60], y[:60], SMALL_GRID, seed=0)
+    assert set(best) == set(SMALL_GRID)
+    pred = model.predict(x[60:])
+    assert np.corrcoef(pred, y[60:])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize('config', ['ghn2', 'ghn1', 'mlp'])
+def test_svr_protocol_on_embeddings(graphs, config):
+    # A target the node features determine: the fraction of BatchNorm nodes. Even a random GHN's mean node
+    # feature carries it, so the protocol must rank held-out architectures well.
+    torch.manual_seed(0)
+    e = embed_graphs(GHN.from_config(config).eval(), graphs)
+    y = np.array([(g.x == PRIMITIVE_IDS['bn']).float().mean().item() for g in graphs])[:, None] * 100
+    res = svr_protocol(e[:24], y[:24], e[24:], y[24:], properties=['bn_pct'], seeds=[None, 0], grid=SMALL_GRID,
+                       round_decimals={})
+    r = res['bn_pct']
+    assert len(r['tau']) == 2 and len(r['best_params']) == 2 and r['y_pred'].shape == (12,)
+    assert r['mean'] > 0.5, r
+
+
+def test_svr_protocol_rounding_and_columns():
+    rng = np.random.RandomState(1)
+    x = rng.normal(size=(30, 4))
+    y = np.stack([50 + 10 * x[:, 0], 40 + 5 * x[:, 1], 30 + 10 * x[:, 2], 100 + 20 * x[:, 3]], 1)
+    res = svr_protocol(x[:20], y[:20], x[20:], y[20:], seeds=[0], grid={'C': [10], 'epsilon': [0.1]})
+    assert list(res) == ['clean_acc', 'noise_acc', 'time', 'converge_time']
+    assert ROUND_DECIMALS['converge_time'] is None
+    assert np.array_equal(res['clean_acc']['y_pred'], np.round(res['clean_acc']['y_pred']))  # integer %
+    assert np.array_equal(res['time']['y_pred'], np.round(res['time']['y_pred']))  # integer ms
+    assert not np.array_equal(res['converge_time']['y_pred'], np.round(res['converge_time']['y_pred']))
+    with pytest.raises(ValueError):
+        svr_protocol(x[:20], y[:20, :2], x[20:], y[20:, :2], seeds=[0], grid={'C': [10]})

@@ -52,6 +52,11 @@ def cmd_train(a: argparse.Namespace) -> None:
     from .nn import GHN
     from .train.trainer import TrainConfig, Trainer
     torch.manual_seed(a.seed)
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # launched by torchrun: ranks share each meta-batch
+        import torch.distributed as dist
+        dist.init_process_group('nccl' if a.device.startswith('cuda') else 'gloo')
+        if a.device.startswith('cuda'):
+            a.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     if a.threads:
         torch.set_num_threads(a.threads)
     archs = DeepNets1M(a.arch_root, 'train', num_nets=a.archs, num_workers=a.workers or 1, attach_network=True)
@@ -152,6 +157,24 @@ def cmd_graph(a: argparse.Namespace) -> None:
         print(f'plot saved to {a.plot}')
 
 
+def cmd_export(a: argparse.Namespace) -> None:
+    from .nn import GHN
+    try:
+        ckpt = torch.load(a.ckpt, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise SystemExit(f'error: cannot read {a.ckpt!r}: {e}')
+    if not isinstance(ckpt, dict) or ckpt.get('format') != 'pyg_ghn.trainer':
+        raise SystemExit(f'error: {a.ckpt!r} is not a pyg_ghn training checkpoint (pyg-ghn train --ckpt ...).')
+    ghn = GHN(**ckpt['ghn_config'])
+    ghn.load_state_dict(ckpt['ghn'])
+    state = ckpt['state']
+    meta = {'steps': state['global_step'], 'epochs': state['epoch'], 'skipped': state['skipped'],
+            'history': state['history'], 'train_config': ckpt['train_config']}
+    meta.update(json.loads(a.metadata) if a.metadata else {})
+    ghn.eval().save(a.out, half=a.half, metadata=meta)
+    print(f"exported the GHN of {a.ckpt} (step {state['global_step']}) to {a.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='pyg-ghn', description='Graph HyperNetworks on PyTorch Geometric.')
     sub = p.add_subparsers(dest='command', required=True)
@@ -220,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--extended', action='store_true')
     g.add_argument('--plot', default=None, help='PNG path')
     g.set_defaults(func=cmd_graph)
+    x = sub.add_parser('export', help='save the GHN of a training checkpoint as a GHN checkpoint')
+    x.add_argument('--ckpt', required=True)
+    x.add_argument('--out', required=True)
+    x.add_argument('--half', action='store_true', help='store float16 weights')
+    x.add_argument('--metadata', default=None, help='extra JSON metadata')
+    x.set_defaults(func=cmd_export)
     return p
 
 

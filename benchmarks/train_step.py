@@ -1,0 +1,162 @@
+"""Time and memory of one GHN-2 training step on the CPU, split into phases.
+
+    python benchmarks/train_step.py [--steps 5] [--threads 1 2] [--meta-batch 8] [--batch-size 64]
+
+A step as :meth:`pyg_ghn.train.trainer.Trainer.step` runs it: a meta-batch of DeepNets-1M training
+architectures at their sampled training widths (the trainer's stream, :class:`MetaBatchSampler`, seed 1111,
+over-budget meta-batches skipped like the trainer does), one batch of Fashion-MNIST images, the GHN-2
+(CIFAR-10 configuration). The phases are timed separately with the trainer's pieces:
+
+* ``data``: the image batch and the meta-batch of graphs (building the networks and tracing them), then
+  :func:`networks_of`;
+* ``ghn fwd``: :meth:`GHN.predict_parameters`;
+* ``nets f+b``: every network's forward pass with :func:`torch.func.functional_call` on detached copies of
+  the predicted parameters, the mean cross-entropy, and its backward pass to those parameters;
+* ``ghn bwd``: the backward pass from the predicted parameters into the GHN;
+* ``opt``: gradient clipping and the Adam step;
+* ``sum``: the phases after ``data``; ``step``: :meth:`Trainer.step` on the same meta-batch and images, for
+  comparison (it also computes accuracies).
+
+Each thread count runs in its own process (so that peak RSS is its own); medians over ``--steps`` steps
+after one warm-up step. Peak memory is the process's maximum resident set size (``getrusage``) and its growth
+over the resident size before the first step.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+PHASES = ('data', 'ghn fwd', 'nets f+b', 'ghn bwd', 'opt', 'sum', 'step')
+
+
+def _rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call
+
+    from pyg_ghn.datasets import image_loaders
+    from pyg_ghn.datasets.deepnets1m import DeepNets1M, build_network
+    from pyg_ghn.nn import GHN
+    from pyg_ghn.train.meta_batch import meta_batch_loader, networks_of
+    from pyg_ghn.train.trainer import TrainConfig, Trainer
+
+    threads = args.threads[0]
+    torch.set_num_threads(threads)
+    warnings.simplefilter('ignore')
+    torch.manual_seed(0)
+    archs = DeepNets1M(args.arch_root, 'train', num_nets=args.archs, log=False)
+    images = iter(image_loaders('fashion_mnist', batch_size=args.batch_size, split='val', seed=1111).train)
+    ghn = GHN.from_config('ghn2', 'cifar10')
+    config = TrainConfig(meta_batch=args.meta_batch)
+    trainer = Trainer(ghn, archs, None, build_network, config, progress=False)
+    stream = iter(meta_batch_loader(archs, args.meta_batch, seed=1111))
+    device = torch.device('cpu')
+    rss0 = _rss_mb()
+
+    times = {p: [] for p in PHASES}
+    nodes = []
+    for i in range(args.steps + 1):
+        t = {}
+        t0 = time.perf_counter()
+        x, y = next(images)
+        while True:  # the trainer skips meta-batches over its node budget
+            batch = next(stream)
+            if batch.num_nodes <= config.max_nodes * batch.num_graphs / config.meta_batch:
+                break
+        nets = networks_of(batch, build_network, device)
+        t['data'] = time.perf_counter() - t0
+
+        trainer.optimizer.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        params = ghn.predict_parameters(batch)
+        t['ghn fwd'] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        leaves = [{k: v.detach().requires_grad_() for k, v in p.items()} for p in params]
+        loss = 0.
+        for net, p in zip(nets, leaves):
+            logits = functional_call(net, p, (x,))
+            loss = loss + F.cross_entropy(logits[0] if isinstance(logits, tuple) else logits, y)
+        (loss / len(nets)).backward()
+        t['nets f+b'] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        outs = [v for p in params for v in p.values()]
+        grads = [v.grad for p in leaves for v in p.values()]
+        torch.autograd.backward(outs, grads)
+        t['ghn bwd'] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(ghn.parameters(), config.grad_clip)
+        trainer.optimizer.step()
+        t['opt'] = time.perf_counter() - t0
+        t['sum'] = sum(v for k, v in t.items() if k != 'data')  # comparable to Trainer.step
+        del params, leaves, outs, grads, loss
+
+        t0 = time.perf_counter()
+        out = trainer.step(batch, x, y)
+        t['step'] = time.perf_counter() - t0
+        assert out is not None, 'skipped step'
+        if i > 0:  # the first step warms up
+            for k, v in t.items():
+                times[k].append(v)
+            nodes.append(batch.num_nodes)
+        if args.verbose:
+            print(f'  step {i}: {batch.num_nodes} nodes, ' + ', '.join(f'{k} {v:.2f}s' for k, v in t.items()),
+                  file=sys.stderr)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {'threads': threads, 'nodes': statistics.median(nodes),
+            'median_s': {k: statistics.median(v) for k, v in times.items()},
+            'peak_rss_mb': peak, 'rss_before_mb': rss0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--steps', type=int, default=5)
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, os.cpu_count() or 1])
+    parser.add_argument('--meta-batch', type=int, default=8)
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--archs', type=int, default=256, help='training architectures to draw from')
+    parser.add_argument('--arch-root', default=os.path.join('/tmp', 'pyg_ghn_bench', 'deepnets1m'))
+    parser.add_argument('--verbose', action='store_true')
+    parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run(args)))
+        return
+
+    from pyg_ghn.datasets.deepnets1m import DeepNets1M
+    DeepNets1M(args.arch_root, 'train', num_nets=args.archs, log=False)  # generate once, outside the timings
+    results = []
+    for n in dict.fromkeys(args.threads):
+        cmd = [sys.executable, __file__, '--worker', '--threads', str(n), '--steps', str(args.steps),
+               '--meta-batch', str(args.meta_batch), '--batch-size', str(args.batch_size),
+               '--archs', str(args.archs), '--arch-root', args.arch_root] + (['--verbose'] if args.verbose else [])
+        env = {**os.environ, 'OMP_NUM_THREADS': str(n)}
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if args.verbose or out.returncode:
+            print(out.stderr, file=sys.stderr)
+        if out.returncode:
+            raise SystemExit(f'the {n}-thread run failed')
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    print(f'meta-batch {args.meta_batch} DeepNets-1M train nets (training widths), {args.batch_size} images, '
+          f'CPU; median seconds over {args.steps} steps (each a different meta-batch)')
+    print(f'{"threads":>7}{"nodes":>7}' + ''.join(f'{p:>10}' for p in PHASES) + f'{"peak MB":>9}{"+MB":>7}')
+    for r in results:
+        print(f'{r["threads"]:>7}{r["nodes"]:>7.0f}' + ''.join(f'{r["median_s"][p]:>10.2f}' for p in PHASES)
+              + f'{r["peak_rss_mb"]:>9.0f}{r["peak_rss_mb"] - r["rss_before_mb"]:>7.0f}')
+
+
+if __name__ == '__main__':
+    main()

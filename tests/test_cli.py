@@ -1,0 +1,131 @@
+"""End-to-end tests of the ``pyg-ghn`` command line (``python -m pyg_ghn.cli``) on tiny settings: real
+Fashion-MNIST images, DeepNets-1M splits generated into temporary folders."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyg_ghn.cli import main
+from pyg_ghn.nn import GHN
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, cwd, check=True):
+    env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
+           'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+    res = subprocess.run([sys.executable, '-m', 'pyg_ghn.cli', *args], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=300)
+    if check and res.returncode != 0:
+        raise AssertionError(f'pyg-ghn {" ".join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}')
+    return res
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """``pyg-ghn train`` for 2 steps of 2 architectures and 16 images; returns the working folder."""
+    work = tmp_path_factory.mktemp('cli')
+    res = cli('train', '--arch-root', 'archs', '--archs', '4', '--epochs', '1', '--steps-per-epoch', '2',
+              '--meta-batch', '2', '--batch-size', '16', '--threads', '1', '--device', 'cpu',
+              '--ckpt', 'run/trainer.pt', '--log', 'run/log.json', '--out', 'ghn.pt', cwd=work)
+    return work, res
+
+
+def test_graph_command_describes_and_plots(tmp_path):
+    res = cli('graph', 'resnet18', '--plot', 'x.png', cwd=tmp_path)
+    assert re.search(r'resnet18: \d+ nodes, \d+ real and \d+ virtual edges', res.stdout), res.stdout
+    with open(tmp_path / 'x.png', 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_train_writes_a_loadable_ghn(trained):
+    work, res = trained
+    assert 'trained 2 steps' in res.stdout and '(0 skipped)' in res.stdout
+    ghn = GHN.load(str(work / 'ghn.pt'))
+    assert ghn.config['max_shape'] == (64, 64, 11, 11) and not ghn.training
+    assert ghn.metadata['steps'] == 2 and ghn.metadata['archs'] == 4
+    ckpt = torch.load(str(work / 'run' / 'trainer.pt'), weights_only=True)
+    assert ckpt['state']['global_step'] == 2 and ckpt['state']['epoch'] == 1
+    for k, v in ghn.state_dict().items():  # the saved GHN is the trained one
+        assert torch.equal(v, ckpt['ghn'][k]), k
+    assert not torch.equal(ghn.op_embed.weight, GHN.from_config('ghn2').op_embed.weight)
+
+
+def test_export_saves_the_ghn_of_a_training_checkpoint(trained, monkeypatch, capsys):
+    work, _ = trained
+    monkeypatch.chdir(work)
+    main(['export', '--ckpt', 'run/trainer.pt', '--out', 'exported.pt', '--metadata', '{"note": "test"}'])
+    assert 'exported the GHN of run/trainer.pt (step 2)' in capsys.readouterr().out
+    exported, trained_ghn = GHN.load('exported.pt'), GHN.load('ghn.pt')
+    assert exported.metadata['steps'] == 2 and exported.metadata['note'] == 'test'
+    for k, v in trained_ghn.state_dict().items():
+        assert torch.equal(v, exported.state_dict()[k]), k
+    with pytest.raises(SystemExit, match="'ghn.pt' is not a pyg_ghn training checkpoint"):
+        main(['export', '--ckpt', 'ghn.pt', '--out', 'x.pt'])
+
+
+def test_predict_evaluates_and_saves_a_state_dict(trained):
+    import torchvision
+    work, _ = trained
+    res = cli('predict', 'resnet18', '--ghn', 'ghn.pt', '--data', 'fashion_mnist', '--max-batches', '2',
+              '--out', 'sd.pt', cwd=work)
+    m = re.search(r'fashion_mnist test: top-1 ([\d.]+)%', res.stdout)
+    assert m and 0 <= float(m.group(1)) <= 100, res.stdout
+    assert re.search(r'predicted [\d,]+ parameters', res.stdout)
+    model = torchvision.models.resnet18(num_classes=10)
+    model.load_state_dict(torch.load(str(work / 'sd.pt'), weights_only=True))
+    # The saved weights are those the GHN predicts for resnet18 in this process.
+    ref = GHN.load(str(work / 'ghn.pt'))(torchvision.models.resnet18(num_classes=10))
+    for name, p in ref.named_parameters():
+        assert torch.allclose(dict(model.named_parameters())[name], p, atol=1e-6), name
+
+
+@pytest.mark.parametrize('ghn', ['ghn.pt', 'he'])
+def test_eval_on_a_deepnets_split(trained, ghn, capsys, monkeypatch):
+    import json
+    work, _ = trained
+    out = f'eval_{ghn}.json'
+    args = ['eval', '--ghn', ghn, '--split', 'test', '--num-nets', '2', '--max-batches', '2', '--arch-root',
+            'archs', '--out', out]
+    if ghn == 'he':  # in this process (the command line itself is exercised above): saves a start-up
+        monkeypatch.chdir(work)
+        main(args)
+        stdout = capsys.readouterr().out
+    else:
+        stdout = cli(*args, cwd=work).stdout
+    assert re.search(r'top1_batch: +[\d.]+ ± [\d.]+', stdout), stdout
+    with open(work / out) as f:
+        records = json.load(f)['records']
+    assert [r['name'] for r in records] == ['test/0', 'test/1']
+    assert all(0 <= r['top1_batch'] <= 100 for r in records)
+    assert all((r['predict_seconds'] > 0) == (ghn != 'he') for r in records)
+
+
+def test_unknown_model_fails_with_advice():
+    # SystemExit with a message: Python prints it to stderr and exits with status 1.
+    with pytest.raises(SystemExit) as e:
+        main(['predict', 'resnet_not_a_model', '--ghn', 'random'])
+    assert isinstance(e.value.code, str)
+    assert "'resnet_not_a_model' is not a torchvision classification model" in e.value.code
+    assert 'list_models()' in e.value.code and 'module:callable' in e.value.code
+    with pytest.raises(SystemExit, match='cannot load .*module:callable importable'):
+        main(['graph', 'no_such_module:make_net'])
+
+
+def test_missing_checkpoint_fails_clearly(tmp_path):
+    missing = str(tmp_path / 'missing.pt')
+    with pytest.raises(SystemExit, match=f"error: no GHN checkpoint at '{re.escape(missing)}'"):
+        main(['predict', 'resnet18', '--ghn', missing])
+    with pytest.raises(SystemExit, match='no GHN checkpoint'):
+        main(['eval', '--ghn', missing, '--arch-root', str(tmp_path / 'archs'), '--num-nets', '1'])

@@ -1,0 +1,324 @@
+"""Tests of :class:`pyg_ghn.train.trainer.Trainer` and :mod:`pyg_ghn.train.meta_batch` on real Fashion-MNIST
+images and small DeepNets-1M training splits generated into a temporary folder."""
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from pyg_ghn.datasets import FashionMNIST, InMemoryImageDataset, image_loaders
+from pyg_ghn.datasets.deepnets1m import DeepNets1M, build_network
+from pyg_ghn.nn import GHN
+from pyg_ghn.train.meta_batch import MetaBatchSampler, meta_batch_loader, networks_of
+from pyg_ghn.train.trainer import TooManySkippedSteps, TrainConfig, Trainer
+
+
+class TinyDeepNets1M(DeepNets1M):
+    """DeepNets-1M training architectures (real genotypes, stems, norms and heads) shrunk so that a training
+    step takes a fraction of a second: ``C=8``, ``fc_dim=32`` and at most 3 cells. Graphs and networks both
+    come from these ``net_args``, so the trainer's code paths are the real ones."""
+
+    def net_args(self, idx, seed=None):
+        args = super().net_args(idx, seed)
+        return {**args, 'C': 8, 'fc_dim': 32, 'n_cells': min(args['n_cells'], 3)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def arch_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('deepnets1m'))
+    TinyDeepNets1M(root, 'train', num_nets=6, log=False)  # generated once, reused by every test
+    return root
+
+
+@pytest.fixture(scope='module')
+def archs(arch_root):
+    return TinyDeepNets1M(arch_root, 'train', num_nets=6, log=False)
+
+
+@pytest.fixture(scope='module')
+def loaders():
+    return image_loaders('fashion_mnist', batch_size=16, split='val', seed=0)
+
+
+@pytest.fixture(scope='module')
+def images(loaders):
+    x, y = next(iter(loaders.train))
+    return x, y
+
+
+def make_trainer(dataset, image_loader, init_seed=0, ckpt_path=None, **config):
+    torch.manual_seed(init_seed)
+    ghn = GHN.from_config('ghn2', 'cifar10')
+    config = TrainConfig(**{'epochs': 1, 'steps_per_epoch': 4, 'meta_batch': 4, 'seed': 0, **config})
+    return Trainer(ghn, dataset, image_loader, build_network, config, ckpt_path=ckpt_path, progress=False)
+
+
+def first_meta_batch(dataset, meta_batch=4, seed=0):
+    return next(iter(meta_batch_loader(dataset, meta_batch, seed)))
+
+
+def ghn_weights(trainer):
+    return {k: v.detach().clone() for k, v in trainer.ghn.state_dict().items()}
+
+
+def assert_state_dicts_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ---------------------------------------------------------------- the loss and one optimizer step
+
+def test_loss_equals_mean_cross_entropy_of_the_predicted_networks(archs, loaders, images):
+    # Independent route: real modules (built from the dataset), parameters copied in by GHN.predict_into with
+    # BN in batch-statistics mode, plain forward passes.
+    x, y = images
+    trainer = make_trainer(archs, loaders.train)
+    batch = first_meta_batch(archs)
+    with torch.no_grad():
+        torch.manual_seed(1)  # the networks' classifiers have Dropout(0.5): same draws in both routes
+        loss, acc = trainer.loss(batch, x, y)
+        nets = [build_network(json.loads(args)) for args in batch.net_args]
+        for net, g in zip(nets, batch.to_data_list()):
+            assert sum(p.numel() for p in net.parameters()) < 100_000  # really tiny networks
+            trainer.ghn(net, g)
+        torch.manual_seed(1)
+        ref_loss, ref_acc = [], []
+        for net in nets:
+            logits = net(x)
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            ref_loss.append(F.cross_entropy(logits, y))
+            ref_acc.append((logits.argmax(1) == y).float().mean())
+    assert batch.num_graphs == 4
+    assert loss.item() == pytest.approx(torch.stack(ref_loss).mean().item(), rel=1e-5)
+    assert acc.item() == pytest.approx(torch.stack(ref_acc).mean().item(), abs=1e-6)
+
+
+def test_attached_networks_give_the_same_loss(arch_root, archs, loaders, images):
+    # DeepNets1M(attach_network=True) ships the meta-device modules with the graphs (what the CLI uses).
+    x, y = images
+    attached = TinyDeepNets1M(arch_root, 'train', num_nets=6, attach_network=True, log=False)
+    trainer = make_trainer(archs, loaders.train)
+    a, b = first_meta_batch(archs), first_meta_batch(attached)
+    assert getattr(a, 'network', None) is None and len(b.network) == 4
+    nets = networks_of(a, build_network, torch.device('cpu'))
+    assert all(p.is_meta for net in nets for p in net.parameters())  # placeholders only
+    assert all(not t.is_meta for net in nets for t in net.buffers())  # buffers are materialised
+    with torch.no_grad():
+        torch.manual_seed(1)  # Dropout in the classifiers
+        loss_a = trainer.loss(a, x, y)[0]
+        torch.manual_seed(1)
+        assert torch.equal(loss_a, trainer.loss(b, x, y)[0])
+
+
+def test_steps_on_a_fixed_batch_lower_the_loss(archs, loaders, images):
+    x, y = images
+    trainer = make_trainer(archs, loaders.train)
+    batch = first_meta_batch(archs)
+    with torch.no_grad():
+        torch.manual_seed(2)  # the networks' classifiers have Dropout(0.5)
+        loss0, acc0 = trainer.loss(batch, x, y)
+    torch.manual_seed(2)
+    outs = [trainer.step(batch, x, y) for _ in range(8)]
+    with torch.no_grad():
+        torch.manual_seed(2)
+        loss1, acc1 = trainer.loss(batch, x, y)
+    losses = [o['loss'] for o in outs]
+    assert losses[0] == pytest.approx(loss0.item(), rel=1e-6)  # a step reports the loss before its update
+    assert all(math.isfinite(o['grad_norm']) and o['grad_norm'] > 0 for o in outs)
+    assert losses[-1] < losses[0] and loss1 < loss0 - 0.2, losses
+    assert sum(b < a for a, b in zip(losses, losses[1:])) >= 6, losses  # descends (almost) every step
+    assert acc1 > acc0
+
+
+def test_gradients_are_clipped(archs, loaders, images):
+    x, y = images
+    trainer = make_trainer(archs, loaders.train, grad_clip=0.01)
+    out = trainer.step(first_meta_batch(archs), x, y)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.ghn.parameters()]))
+    assert out['grad_norm'] > 0.1  # the norm before clipping
+    assert norm.item() == pytest.approx(0.01, rel=1e-4)
+
+
+# ---------------------------------------------------------------- non-finite steps
+
+def test_non_finite_step_is_skipped_and_counted(archs, loaders, images):
+    x, y = images
+    trainer = make_trainer(archs, loaders.train)
+    batch = first_meta_batch(archs)
+    before = ghn_weights(trainer)
+    assert trainer.step(batch, torch.full_like(x, float('nan')), y) is None
+    assert trainer.state.skipped == 1
+    assert_state_dicts_equal(before, ghn_weights(trainer))
+    assert not trainer.optimizer.state  # Adam took no step
+    assert all(p.grad is None for p in trainer.ghn.parameters())
+
+    assert trainer.step(batch, x, y) is not None  # a finite step afterwards trains as usual
+    assert trainer.state.skipped == 1
+    after = ghn_weights(trainer)
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _images_loader(x, y, nan_batches=()):
+    x = x.clone()
+    for b in nan_batches:
+        x[16 * b:16 * (b + 1)] = float('nan')
+    return DataLoader(list(zip(x, y)), batch_size=16)
+
+
+def test_train_counts_skipped_steps(archs, loaders):
+    x, y = next(iter(DataLoader(loaders.train.dataset, batch_size=64)))
+    trainer = make_trainer(archs, _images_loader(x, y, nan_batches=[1]), meta_batch=2, steps_per_epoch=4,
+                           max_skipped_frac=0.5)  # up to 2 skipped steps
+    history = trainer.train()
+    assert trainer.state.skipped == 1 and trainer.state.global_step == 4
+    assert history[0]['skipped'] == 1 and math.isfinite(history[0]['loss'])
+    assert all(torch.isfinite(p).all() for p in trainer.ghn.parameters())
+
+
+def test_too_many_skipped_steps_raise(archs, loaders):
+    x, y = next(iter(DataLoader(loaders.train.dataset, batch_size=32)))
+    trainer = make_trainer(archs, _images_loader(x, y, nan_batches=[0, 1]), meta_batch=2, steps_per_epoch=100,
+                           max_skipped_frac=0.02)  # 2 skipped steps allowed
+    before = ghn_weights(trainer)
+    with pytest.raises(TooManySkippedSteps, match=r'3 steps were skipped .*more than 2 .*Lower the learning rate'):
+        trainer.train()
+    assert trainer.state.skipped == 3 and trainer.state.global_step == 2
+    assert_state_dicts_equal(before, ghn_weights(trainer))
+
+
+# ---------------------------------------------------------------- checkpoints and exact resumption
+
+def _small_augmented_loader():
+    # 32 real images, augmented and shuffled like image_loaders' training loader; an epoch of 4 steps wraps
+    # around the 2 batches, which resuming must replay too.
+    fm = FashionMNIST(split='val')
+    ds = InMemoryImageDataset(fm.data[:32], fm.targets[:32], fm.mean.flatten().tolist(),
+                              fm.std.flatten().tolist(), augment=True)
+    return DataLoader(ds, batch_size=16, shuffle=True, generator=torch.Generator())
+
+
+def test_kill_and_resume_gives_the_same_weights(arch_root, tmp_path):
+    archs = TinyDeepNets1M(arch_root, 'train', num_nets=6, attach_network=True, log=False)
+    cfg = dict(epochs=2, steps_per_epoch=4, meta_batch=2, lr_milestones=(0.5,), gamma=0.1)
+    ref = make_trainer(archs, _small_augmented_loader(), ckpt_path=str(tmp_path / 'ref.pt'), **cfg)
+    ref_history = ref.train()
+    assert [h['lr'] for h in ref_history] == pytest.approx([1e-3, 1e-4])
+    assert ref.state.global_step == 8
+
+    # The same run, stopped by the time limit after every step and continued by a fresh trainer (with
+    # differently initialised weights, which the checkpoint must overwrite) in a fresh stream.
+    ckpt = str(tmp_path / 'run' / 'trainer.pt')
+    steps = []
+    trainer = make_trainer(archs, _small_augmented_loader(), ckpt_path=ckpt, **cfg)
+    trainer.train(time_limit=0)
+    steps.append(trainer.state.global_step)
+    while trainer.state.global_step < 8:
+        assert os.listdir(os.path.dirname(ckpt)) == ['trainer.pt']  # written atomically: no temporary files
+        trainer = make_trainer(archs, _small_augmented_loader(), init_seed=len(steps), ckpt_path=ckpt, **cfg)
+        trainer.load_checkpoint(ckpt)
+        trainer.train(time_limit=0)
+        steps.append(trainer.state.global_step)
+    # The time limit only stops inside an epoch; a stop at step 3 resumes past the end of the loader.
+    assert steps == [1, 2, 3, 5, 6, 7, 8]
+
+    assert_state_dicts_equal(ghn_weights(ref), ghn_weights(trainer))
+    for a, b in zip(ref.optimizer.state.values(), trainer.optimizer.state.values()):
+        assert_state_dicts_equal(a, b)
+    assert ref.scheduler.state_dict() == trainer.scheduler.state_dict()
+    assert ref.state.draws == trainer.state.draws == 8
+    strip = lambda hs: [{k: v for k, v in h.items() if k != 'seconds'} for h in hs]  # noqa: E731
+    assert strip(trainer.state.history) == strip(ref_history)
+    rng = [torch.load(p, weights_only=True)['rng'] for p in (str(tmp_path / 'ref.pt'), ckpt)]
+    assert torch.equal(rng[0]['torch'], rng[1]['torch']) and rng[0]['numpy'] == rng[1]['numpy']
+
+    # The last checkpoint of both runs restores the same state.
+    a = make_trainer(archs, _small_augmented_loader(), **cfg)
+    a.load_checkpoint(str(tmp_path / 'ref.pt'))
+    assert_state_dicts_equal(ghn_weights(a), ghn_weights(ref))
+
+
+def test_checkpoint_write_is_atomic(archs, loaders, tmp_path, monkeypatch):
+    path = str(tmp_path / 'trainer.pt')
+    trainer = make_trainer(archs, loaders.train, ckpt_path=path)
+    trainer.save_checkpoint()
+    good = open(path, 'rb').read()
+
+    def failing_save(obj, f, *args, **kwargs):
+        with open(f, 'wb') as fh:
+            fh.write(b'half a checkpoint')
+        raise OSError('No space left on device')
+
+    monkeypatch.setattr(torch, 'save', failing_save)
+    trainer.state.global_step = 7
+    with pytest.raises(OSError, match='No space left'):
+        trainer.save_checkpoint()
+    assert os.listdir(tmp_path) == ['trainer.pt'] and open(path, 'rb').read() == good
+    monkeypatch.undo()
+    fresh = make_trainer(archs, loaders.train, init_seed=1)
+    fresh.load_checkpoint(path)
+    assert fresh.state.global_step == 0
+    assert_state_dicts_equal(ghn_weights(fresh), ghn_weights(trainer))
+
+
+def test_corrupt_or_foreign_checkpoint_gives_a_clear_error(archs, loaders, tmp_path):
+    trainer = make_trainer(archs, loaders.train)
+    path = str(tmp_path / 'trainer.pt')
+    trainer.save_checkpoint(path)
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])  # truncated, as by a copy that was cut short
+    with pytest.raises(RuntimeError, match=r"Cannot read training checkpoint '.*trainer.pt'"):
+        trainer.load_checkpoint(path)
+    with pytest.raises(RuntimeError, match='Cannot read training checkpoint'):
+        trainer.load_checkpoint(str(tmp_path / 'missing.pt'))
+    ghn_path = str(tmp_path / 'ghn.pt')
+    trainer.ghn.save(ghn_path)
+    with pytest.raises(RuntimeError, match=r'not a pyg_ghn training checkpoint \(use GHN.load'):
+        trainer.load_checkpoint(ghn_path)
+
+
+# ---------------------------------------------------------------- the architecture stream
+
+def test_meta_batch_sampler_draws_are_deterministic():
+    a, b = MetaBatchSampler(1000, 8, seed=3), MetaBatchSampler(1000, 8, seed=3)
+    assert a.draw(5) == b.draw(5)
+    assert a.draw(5) != a.draw(6) and a.draw(5) != MetaBatchSampler(1000, 8, seed=4).draw(5)
+    d = a.draw(0)
+    assert len(d) == 8 and all(0 <= i < 1000 and 0 <= s < 2 ** 31 for i, s in d)
+
+
+def test_meta_batch_sampler_start_continues_the_stream():
+    it = iter(MetaBatchSampler(50, 4, seed=1))
+    stream = [next(it) for _ in range(7)]
+    resumed = iter(MetaBatchSampler(50, 4, seed=1, start=4))
+    assert [next(resumed) for _ in range(3)] == stream[4:]
+
+
+def test_meta_batch_sampler_ranks_partition_a_draw():
+    full = MetaBatchSampler(50, 8, seed=2).draw(3)
+    parts = [MetaBatchSampler(50, 8, seed=2, rank=r, world_size=4).draw(3) for r in range(4)]
+    assert all(len(p) == 2 for p in parts)
+    assert [parts[k % 4][k // 4] for k in range(8)] == full
+    with pytest.raises(ValueError, match='multiple of the world size'):
+        MetaBatchSampler(50, 6, world_size=4)
+
+
+def test_meta_batch_loader_resumes_with_the_same_graphs(archs):
+    it = iter(meta_batch_loader(archs, 2, seed=0))
+    batches = [next(it) for _ in range(3)]
+    resumed = next(iter(meta_batch_loader(archs, 2, seed=0, start=2)))
+    assert resumed.net_args == batches[2].net_args and torch.equal(resumed.x, batches[2].x)
+    sampled = MetaBatchSampler(len(archs), 2, seed=0).draw(2)
+    assert resumed.net_idx.tolist() == [i for i, _ in sampled]

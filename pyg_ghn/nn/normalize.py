@@ -38,14 +38,19 @@ def tile_to_shape(p: Tensor, shape: Sequence[int]) -> Tensor:
     for d, td in enumerate(t):  # crop first, so that only what is used gets tiled
         if p.size(d + 1) > td:
             p = p.narrow(d + 1, 0, td)
+    reps = [1] + [-(-td // p.size(d + 1)) for d, td in enumerate(t)]  # ceil(t/s) copies per dimension
+    if p.requires_grad and torch.is_grad_enabled():
+        # One dimension at a time: the backward of each repeat is then a fast single-dimension sum.
+        for d, r in enumerate(reps[1:]):
+            if r > 1:
+                one = [1] * p.dim()
+                one[d + 1] = r
+                p = p.repeat(*one)
+    elif any(r > 1 for r in reps):
+        p = p.repeat(*reps)  # without autograd, one pass over the output is cheaper
     for d, td in enumerate(t):
-        sd = p.size(d + 1)
-        if td > sd:  # one dimension at a time: the backward is then a fast single-dimension sum
-            reps = [1] * p.dim()
-            reps[d + 1] = -(-td // sd)  # ceil(t/s) copies
-            p = p.repeat(*reps)
-            if p.size(d + 1) != td:
-                p = p.narrow(d + 1, 0, td)
+        if p.size(d + 1) != td:
+            p = p.narrow(d + 1, 0, td)
     return p
 
 

@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 from torch import nn
-from torch_geometric.data import Dataset
 
 from ..deepnets.generator import sample_train_width
+from .deepnets1m import ArchitectureDataset
 from ..deepnets.network import Network
 from ..graph.arch_graph import ArchGraph
 from ..graph.dag import topological_levels
@@ -190,7 +190,7 @@ def graph_from_hdf5(adj: np.ndarray, nodes: np.ndarray, primitives_ext: Dict[int
                      edge_index_sp=edge_index_sp, edge_dist_sp=edge_dist_sp)
 
 
-class DeepNets1MHDF5(Dataset):
+class DeepNets1MHDF5(ArchitectureDataset):
     r"""The official DeepNets-1M files of the paper (§3, appendix A) as a PyG dataset.
 
     ``root`` is the folder holding the downloaded files (``raw_file_names``): ``deepnets1m_train.hdf5``,
@@ -314,11 +314,3 @@ class DeepNets1MHDF5(Dataset):
             graph = self.pre_transform(graph)
         return graph
 
-    def __getitem__(self, idx: Any) -> Any:
-        if isinstance(idx, tuple):  # (index, width seed): one training draw
-            data = self.get(idx)
-            return data if self.transform is None else self.transform(data)
-        return super().__getitem__(idx)
-
-    def __repr__(self) -> str:
-        return f'{self.__class__.__name__}({self.split}, {len(self)})'

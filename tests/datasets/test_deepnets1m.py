@@ -16,12 +16,6 @@ from pyg_ghn.graph import from_module
 pytestmark = pytest.mark.filterwarnings('ignore::pyg_ghn.graph.builder.UnpredictedParametersWarning')
 
 
-@pytest.fixture(autouse=True, scope='module')  # module scope: also covers the module-scoped fixtures
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')

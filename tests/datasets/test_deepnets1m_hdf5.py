@@ -33,12 +33,6 @@ DEEP = [0]
 WIDE = [3]
 
 
-@pytest.fixture(autouse=True, scope='module')  # module scope: also covers the module-scoped fixtures
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _graph(net_args, wide=False, max_sp_dist=50):

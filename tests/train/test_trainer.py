@@ -26,12 +26,6 @@ class TinyDeepNets1M(DeepNets1M):
         return {**args, 'C': 8, 'fc_dim': 32, 'n_cells': min(args['n_cells'], 3)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')

@@ -126,7 +126,7 @@ def _raw_graph(ag: AutogradGraph, params: Dict[str, Tuple[torch.Tensor, nn.Modul
             used_by[name] = used_by.get(name, 0) + 1
             covered.update(bound)
             vid = g.add(_Vertex('param', prim=prim, params=bound, module=module, name=name))
-            if isinstance(module, nn.Linear) and prim == 'conv':
+            if isinstance(module, (nn.Linear, nn.MultiheadAttention)) and prim == 'conv':
                 linear_weights.append(vid)
             chain.append(vid)
         if not chain:
@@ -278,9 +278,12 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
             for an MLP, or an int ``s`` for ``(3, s, s)``. Defaults to ``model.expected_input_sz`` when the model
             has it (DeepNets-1M networks), else ``(3, 32, 32)``.
         max_sp_dist: the longest shortest path kept as a virtual edge (GHN-2: 50); ``None`` or ``1`` for none.
-        extended: also map modules the original leaves unpredicted onto the closest primitive (other batch
-            norms, GroupNorm and InstanceNorm as ``bn``, Conv1d as ``conv``). Graphs of models without such
-            modules are the same either way.
+        extended: also map what the original leaves unpredicted onto the closest primitive: other batch
+            norms, GroupNorm and InstanceNorm as ``bn``; Conv1d and ``nn.MultiheadAttention``'s packed
+            projections as ``conv``/``bias``; free tensors of a model's own modules as ``pos_enc`` (additive:
+            class tokens, position embeddings, position-bias tables) or ``cse`` (multiplicative: layer and
+            logit scales), 1-D ones as ``bn`` (scales) or ``bias``. Graphs of models without such tensors are
+            the same either way.
         device: where to trace; ``None`` tries the ``meta`` device, then the model's own device.
         warn: warn about parameters left without a node (they are listed in ``graph.unpredicted``).
 

@@ -48,10 +48,29 @@ def param_primitive(module: nn.Module, param_name: str, extended: bool = False) 
     if isinstance(module, nn.LayerNorm):
         return 'ln'
     if extended:
-        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
-                               nn.modules.instancenorm._InstanceNorm)):
-            return 'bn'
+        return _extended_primitive(module, param_name)
     return None
+
+
+_SCALE_NAMES = ('scale', 'gamma')
+
+
+def _extended_primitive(module: nn.Module, param_name: str) -> str:
+    # Modules and tensors the original leaves unpredicted, mapped onto the closest primitive so that every
+    # tensor of a network gets a prediction.
+    leaf = param_name.rsplit('.', 1)[-1]
+    if isinstance(module, _EXTENDED_NORMS):
+        return 'bn'
+    if isinstance(module, nn.MultiheadAttention):  # packed q/k/v projections: a linear layer
+        return 'bias' if 'bias' in leaf else 'conv'
+    p = module._parameters[leaf]
+    scale = any(k in leaf.lower() for k in _SCALE_NAMES)
+    if p.dim() == 1:  # a per-channel scale behaves like a norm weight, anything else like a bias
+        return 'bn' if scale else 'bias'
+    # Free tensors of a model's own modules: multiplicative ones (ConvNeXt layer_scale, Swin-V2 logit_scale)
+    # as channel scalings; additive ones (ViT class token and position embedding, Swin relative position
+    # bias tables) as positional encodings, which the graph makes sources feeding a sum.
+    return 'cse' if scale else 'pos_enc'
 
 
 # Autograd operations (the name before "Backward") that are graph nodes whenever they appear.

@@ -291,3 +291,45 @@ def test_positional_encoding_is_a_source_feeding_a_sum():
 
 def test_primitive_ids_are_the_originals():
     assert PRIMITIVES.index('conv') == 4 and PRIMITIVES.index('glob_avg') == 14 and len(PRIMITIVES) == 15
+
+
+class TinyViT(nn.Module):
+    """torchvision-style transformer pieces the original cannot predict: a class token and a position
+    embedding (free tensors), nn.MultiheadAttention's packed projection, and a ConvNeXt-style layer scale."""
+    def __init__(self, d=8):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 4, 4)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embedding = nn.Parameter(torch.randn(1, 5, d))
+        self.ln = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.layer_scale = nn.Parameter(torch.full((d,), 1e-2))
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.size(0), -1, -1), x], 1) + self.pos_embedding
+        h = self.ln(x)
+        x = x + self.layer_scale * self.attn(h, h, h, need_weights=False)[0]
+        return self.head(x[:, 0])
+
+
+def test_extended_mode_gives_every_tensor_a_node():
+    from pyg_ghn.nn import GHN
+    model = TinyViT()
+    with pytest.warns(UnpredictedParametersWarning, match='class_token'):
+        default = from_module(model, (3, 8, 8))
+    assert set(default.unpredicted) == {'class_token', 'pos_embedding', 'attn.in_proj_weight',
+                                        'attn.in_proj_bias', 'layer_scale'}
+    g = from_module(model, (3, 8, 8), extended=True)
+    assert g.unpredicted == []
+    prim = dict(zip(g.node_names, g.primitive_names))
+    assert prim['class_token'] == prim['pos_embedding'] == 'pos_enc'
+    assert (prim['attn.in_proj_weight'], prim['attn.in_proj_bias'], prim['layer_scale']) == ('conv', 'bias', 'bn')
+    edges = named_edges(g)
+    assert ('attn.in_proj_weight', 'attn.in_proj_bias') in edges  # the linear chain, as for nn.Linear
+    sources = set(range(g.num_nodes)) - set(g.edge_index[1].tolist())
+    assert {g.primitive_names[i] for i in sources} == {'input', 'pos_enc'}
+    ghn = GHN.from_config('ghn2', 'cifar10').eval()
+    ghn(model, graph=g)
+    assert torch.isfinite(model(torch.randn(2, 3, 8, 8))).all()

@@ -36,3 +36,14 @@ def test_every_torchvision_classifier_builds_a_dag(name):
     assert covered | set(g.unpredicted) == {n for n, _ in model.named_parameters()}
     if name in ORIGINAL_NODES:
         assert g.num_nodes == ORIGINAL_NODES[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', MODELS)
+def test_extended_mode_covers_every_tensor_on_the_traced_path(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        model = torchvision.models.get_model(name)
+        g = from_module(model, (3, 299, 299) if name == 'inception_v3' else (3, 224, 224), extended=True)
+    # Only auxiliary heads (not on the path of the traced first output) may remain.
+    assert all(n.startswith(('aux', 'AuxLogits')) for n in g.unpredicted), g.unpredicted

@@ -12,7 +12,8 @@ from ..graph.dag import topological_levels
 from ..primitives import PRIMITIVE_IDS, PRIMITIVES, Role
 from ..transforms.add_shortest_path_edges import shortest_path_edges
 from .decoder import MLP, ConvDecoder, bias_class_head, decoder_1d
-from .normalize import normalize_bias, normalize_norm_weight, normalize_weight, tile_to_shape
+from .normalize import (copy_tiled_, crop_to_shape, normalize_bias, normalize_norm_weight, normalize_weight,
+                        tile_to_shape)
 from .shape_encoder import ShapeEncoder
 
 __all__ = ['GHN', 'GraphInput']
@@ -208,7 +209,9 @@ class GHN(nn.Module):
         params = self._decode(batch, x)
         return (params, x) if return_embeddings else params
 
-    def _decode(self, batch: Batch, h: Tensor) -> List[Dict[str, Tensor]]:
+    def _decode(self, batch: Batch, h: Tensor, tile: bool = True) -> List[Dict[str, Tensor]]:
+        # tile=False returns the cropped blocks that tiling repeats (for copy_tiled_ into existing tensors).
+        tile_to = tile_to_shape if tile else crop_to_shape
         m0, m1, s_max = self.max_shape[:3]
         roles, ndims, prims = batch.role.tolist(), batch.ndim.tolist(), batch.x.view(-1).tolist()
         shapes = batch.shape.tolist()
@@ -271,7 +274,7 @@ class GHN(nn.Module):
                                                  p_all.split([len(vs) for vs in groups.values()])):
                     if self.weight_norm:  # a scale set by the target shape; cheaper before tiling
                         p = normalize_weight(p, t, pos_enc=pos_enc)
-                    w = tile_to_shape(p, t)
+                    w = tile_to(p, t)
                     out.update((v, [wv]) for v, wv in zip(vs, w.unbind(0)))
 
         if cls_groups:
@@ -280,7 +283,7 @@ class GHN(nn.Module):
             for (t, vs), p in zip(cls_groups.items(), p_all.split([len(vs) for vs in cls_groups.values()])):
                 if self.weight_norm:
                     p = normalize_weight(p, t)
-                w = tile_to_shape(p, t)
+                w = tile_to(p, t)
                 out.update((v, [wv]) for v, wv in zip(vs, w.unbind(0)))
 
         for cls in (False, True):  # 1-D decoder; the classifier-bias head on top for last nodes
@@ -297,7 +300,7 @@ class GHN(nn.Module):
                     p = v[:, r]
                     if self.weight_norm:  # elementwise, so it commutes with tiling
                         p = normalize_norm_weight(p) if r == 0 else normalize_bias(p)
-                    tensors.append(tile_to_shape(p, t).unbind(0))
+                    tensors.append(tile_to(p, t).unbind(0))
                 out.update((node, [tr[i] for tr in tensors])
                            for i, node in enumerate(d1_groups[(cls, t, rows)]))
 
@@ -353,18 +356,23 @@ class GHN(nn.Module):
             graph = from_module(model, input_size, max_sp_dist=self.max_sp_dist if self.ve else 1,
                                 warn=False)  # the warning below covers given graphs too
         with torch.no_grad():
-            params, x = self.predict_parameters(graph, return_embeddings=True)
-            params = params[0]
+            batch = self._prepare(graph)
+            x = self.node_features(batch)
+            params = self._decode(batch, x, tile=False)[0]  # blocks, tiled straight into the model below
             named = dict(model.named_parameters(remove_duplicate=False))
             unknown = [n for n in params if n not in named]
             if unknown:
                 raise ValueError(f'The graph binds parameters that {type(model).__name__} does not have: '
                                  f'{unknown[:10]}')
-            for name, tensor in params.items():
-                if named[name].shape != tensor.shape:
-                    raise ValueError(f'Predicted {name} has shape {tuple(tensor.shape)}, the model '
-                                     f'expects {tuple(named[name].shape)}')
-                named[name].copy_(tensor)
+            shapes = {}  # the shape the graph says each tensor has
+            for names, sh, nd in zip(batch.param_names[0], batch.shape.tolist(), batch.ndim.tolist()):
+                shapes.update((n, tuple(sh[:nd])) for n in names)
+            for name, block in params.items():
+                target = named[name]
+                if shapes[name] != tuple(target.shape):
+                    raise ValueError(f'The graph gives {name} the shape {shapes[name]}, the model has '
+                                     f'{tuple(target.shape)}: was the graph built from another model?')
+                copy_tiled_(target, block.to(target.dtype))
         covered = {id(named[n]) for n in params}
         missing = [n for n, p in model.named_parameters() if id(p) not in covered]
         if missing:

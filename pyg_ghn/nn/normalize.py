@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ['tile_to_shape', 'fan_in_beta', 'normalize_weight', 'normalize_norm_weight', 'normalize_bias',
+__all__ = ['tile_to_shape', 'crop_to_shape', 'copy_tiled_', 'fan_in_beta', 'normalize_weight', 'normalize_norm_weight', 'normalize_bias',
            'is_pos_enc_shape']
 
 
@@ -31,13 +31,7 @@ def tile_to_shape(p: Tensor, shape: Sequence[int]) -> Tensor:
     kernel predicted by the CIFAR-10 GHN (:math:`S = 11`) has ``W[..., 11:, :] == W[..., :2, :]``.
     """
     t = tuple(int(d) for d in shape)
-    while p.dim() - 1 > len(t):
-        p = p.select(-1, 0)
-    while p.dim() - 1 < len(t):
-        p = p.unsqueeze(-1)
-    for d, td in enumerate(t):  # crop first, so that only what is used gets tiled
-        if p.size(d + 1) > td:
-            p = p.narrow(d + 1, 0, td)
+    p = crop_to_shape(p, t)  # crop first, so that only what is used gets tiled
     reps = [1] + [-(-td // p.size(d + 1)) for d, td in enumerate(t)]  # ceil(t/s) copies per dimension
     if p.requires_grad and torch.is_grad_enabled():
         # One dimension at a time: the backward of each repeat is then a fast single-dimension sum.
@@ -52,6 +46,37 @@ def tile_to_shape(p: Tensor, shape: Sequence[int]) -> Tensor:
         if p.size(d + 1) != td:
             p = p.narrow(d + 1, 0, td)
     return p
+
+
+def crop_to_shape(p: Tensor, shape: Sequence[int]) -> Tensor:
+    """The part of a batch of predictions ``p`` that :func:`tile_to_shape` repeats: dimensions matched to
+    ``shape`` (extra trailing ones indexed at 0, missing ones added) and each cropped to at most the target."""
+    t = tuple(int(d) for d in shape)
+    while p.dim() - 1 > len(t):
+        p = p.select(-1, 0)
+    while p.dim() - 1 < len(t):
+        p = p.unsqueeze(-1)
+    for d, td in enumerate(t):
+        if p.size(d + 1) > td:
+            p = p.narrow(d + 1, 0, td)
+    return p
+
+
+@torch.no_grad()
+def copy_tiled_(dest: Tensor, p: Tensor) -> Tensor:
+    """Writes the cyclic tiling of ``p`` (one cropped prediction, as :func:`crop_to_shape` gives) into
+    ``dest`` in place, equal to ``dest.copy_(tile_to_shape(p[None], dest.shape)[0])``. When every target
+    size is a multiple of the block, ``dest`` is viewed as (copies, block) per dimension and filled from an
+    expanded view of ``p``: one pass over ``dest`` and no temporary tensor, which matters for the tens of
+    millions of parameters of ImageNet models."""
+    t, s = tuple(dest.shape), tuple(p.shape)
+    if dest.is_contiguous() and len(t) == len(s) and all(td % sd == 0 for td, sd in zip(t, s)):
+        blocks = [x for td, sd in zip(t, s) for x in (td // sd, sd)]
+        inner = [x for sd in s for x in (1, sd)]
+        dest.view(blocks).copy_(p.reshape(inner).expand(blocks))
+    else:
+        dest.copy_(tile_to_shape(p.unsqueeze(0), t)[0])
+    return dest
 
 
 def is_pos_enc_shape(shape: Sequence[int]) -> bool:

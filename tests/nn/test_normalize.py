@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pyg_ghn.nn import fan_in_beta, normalize_bias, normalize_norm_weight, normalize_weight, tile_to_shape
-from pyg_ghn.nn.normalize import is_pos_enc_shape
+from pyg_ghn.nn.normalize import copy_tiled_, crop_to_shape, is_pos_enc_shape
 
 
 def _tile_by_index(p: torch.Tensor, t) -> torch.Tensor:
@@ -110,3 +110,13 @@ def test_squashing():
     assert torch.allclose(b, torch.tanh(x / 5))
     assert g.min() >= 0 and g.max() <= 2 and b.min() >= -1 and b.max() <= 1
     assert float(normalize_norm_weight(torch.zeros(1))) == 1.0 and float(normalize_bias(torch.zeros(1))) == 0.0
+
+
+@pytest.mark.parametrize('target', [(128, 192, 3, 3), (100, 70, 5, 5), (1000, 2048), (2048,), (64, 3, 13, 13)])
+def test_copy_tiled_equals_materialised_tiling(target):
+    torch.manual_seed(0)
+    p = torch.randn((1,) + tuple(min(t, 64 if i < 2 else 11) for i, t in enumerate(target)))
+    block = crop_to_shape(p, target)[0]
+    dest = torch.empty(target)
+    copy_tiled_(dest, block)
+    assert torch.equal(dest, tile_to_shape(p, target)[0])

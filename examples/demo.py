@@ -36,7 +36,7 @@ def main() -> None:
         ghn = GHN.load(args.ghn) if args.ghn else GHN.from_pretrained()
         meta = getattr(ghn, 'metadata', {}) or {}
         print(f"GHN: {ghn.num_parameters:,} parameters; trained on {meta.get('data', '?')}, "
-              f"{meta.get('steps', '?')} steps, {meta.get('archs', '?')} training architectures")
+              f"{meta.get('total_steps', meta.get('steps', '?'))} steps, {meta.get('archs', '?')} training architectures")
     except FileNotFoundError as e:
         print(f'{e}\nFalling back to a randomly initialised GHN-2 (its predictions are not useful).')
         ghn = GHN.from_config('ghn2', 'cifar10').eval()

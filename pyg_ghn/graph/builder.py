@@ -27,12 +27,12 @@ class UnpredictedParametersWarning(UserWarning):
 
 
 class _Vertex:
-    __slots__ = ('kind', 'prim', 'op', 'fn', 'params', 'module', 'name')
+    __slots__ = ('kind', 'prim', 'op', 'fn', 'params', 'name')
 
     def __init__(self, kind: str, prim: Optional[str] = None, op: str = '', fn=None,
-                 params: Tuple[str, ...] = (), module: Optional[nn.Module] = None, name: str = ''):
+                 params: Tuple[str, ...] = (), name: str = ''):
         self.kind, self.prim, self.op, self.fn = kind, prim, op, fn
-        self.params, self.module, self.name = params, module, name
+        self.params, self.name = params, name
 
 
 class _RawGraph:
@@ -125,7 +125,7 @@ def _raw_graph(ag: AutogradGraph, params: Dict[str, Tuple[torch.Tensor, nn.Modul
                 bound = (name,)
             used_by[name] = used_by.get(name, 0) + 1
             covered.update(bound)
-            vid = g.add(_Vertex('param', prim=prim, params=bound, module=module, name=name))
+            vid = g.add(_Vertex('param', prim=prim, params=bound, name=name))
             if isinstance(module, (nn.Linear, nn.MultiheadAttention)) and prim == 'conv':
                 linear_weights.append(vid)
             chain.append(vid)

@@ -1,8 +1,9 @@
 """Stage 1 of graph building: trace one forward pass and read the autograd graph.
 
-The model runs with fresh leaf tensors standing in for its parameters and copies of its buffers, preferably on the ``meta`` device. So tracing works under the
-user's ``torch.no_grad()``, with frozen parameters and on any device, and it never touches the user's model:
-not its parameters, not its BatchNorm statistics, not the global random state.
+The model runs with fresh leaf tensors standing in for its parameters and copies of its buffers, on its own
+device for small inputs and on the ``meta`` device for large ones. So tracing works under the user's
+``torch.no_grad()``, with frozen parameters and on any device, and it never touches the user's model: not its
+parameters, not its BatchNorm statistics, not the global random state.
 """
 import contextlib
 import math
@@ -35,7 +36,6 @@ class AutogradGraph:
     names: List[str] = field(default_factory=list)  # type(fn).__name__
     inputs: List[List[int]] = field(default_factory=list)
     leaves: List[List[Tuple[str, Optional[str]]]] = field(default_factory=list)
-    on_meta: bool = False
 
 
 def _first_tensor(out: Any) -> Tensor:
@@ -52,14 +52,6 @@ def _first_tensor(out: Any) -> Tensor:
     return out
 
 
-def _model_device(devices: Set[torch.device]) -> torch.device:
-    if len(devices) > 1:
-        raise GraphBuildError(
-            f'The model has tensors on several devices ({sorted(str(d) for d in devices)}) and could not be '
-            f'traced on the meta device. Move it to one device first, e.g. model.to("cpu").')
-    return devices.pop()
-
-
 # Inputs up to this many elements trace faster on the CPU than on ``meta``, whose kernels for some ops
 # (BatchNorm) are Python decompositions; beyond it real compute dominates (measured: benchmarks/graph_build.py).
 _SMALL_INPUT = 3 * 64 * 64
@@ -72,10 +64,9 @@ def _attempts(devices: Set[torch.device], input_size: Sequence[int], device) -> 
         return [(dev, 2)] if dev.type == 'meta' else [(dev, 1), (dev, 2)]
     if device is not None:
         return plan(torch.device(device))
-    try:
-        own = _model_device(devices)
-    except GraphBuildError:
+    if len(devices) != 1:  # tensors on several devices: only the meta device can run them together
         return plan(torch.device('meta'))
+    own = next(iter(devices))
     small = own.type == 'cpu' and math.prod(input_size) <= _SMALL_INPUT
     first, second = (own, torch.device('meta')) if small else (torch.device('meta'), own)
     return plan(first) + plan(second)
@@ -171,7 +162,6 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
         raise GraphBuildError(f'The output of {type(model).__name__} does not depend on its parameters.')
     leaf_names = {id(replace[pid]): name for pid, name in names.items()}
     graph = _read_autograd(out.grad_fn, x, leaf_names)
-    graph.on_meta = on_meta
     return graph, params
 
 

@@ -101,6 +101,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=c.gamma)
         self.scaler = torch.amp.GradScaler('cuda', enabled=c.amp and self.device.type == 'cuda')
         self.state = _State()
+        self._resume_rng: Optional[Dict[str, Any]] = None  # random state to restore inside a resumed epoch
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -217,7 +218,7 @@ class Trainer:
                 except StopIteration:  # the epoch is longer than the loader: wrap around as below
                     images_iter = iter(self.image_loader)
                     next(images_iter)
-            if self.state.step_in_epoch and getattr(self, '_resume_rng', None) is not None:
+            if self.state.step_in_epoch and self._resume_rng is not None:
                 _set_rng_state(self._resume_rng)
             self._resume_rng = None
             bar = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch,

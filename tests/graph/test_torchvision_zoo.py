@@ -15,6 +15,14 @@ ORIGINAL_NODES = {'resnet18': 53, 'resnet50': 127, 'wide_resnet50_2': 127, 'vgg1
                   'regnet_x_400mf': 168}
 
 
+def zoo_graph(name, extended=False):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        model = torchvision.models.get_model(name)
+        return model, from_module(model, (3, 299, 299) if name == 'inception_v3' else (3, 224, 224),
+                                  extended=extended)
+
+
 def test_zoo_has_80_classifiers():
     assert len(MODELS) == 80
 
@@ -22,10 +30,7 @@ def test_zoo_has_80_classifiers():
 @pytest.mark.slow
 @pytest.mark.parametrize('name', MODELS)
 def test_every_torchvision_classifier_builds_a_dag(name):
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        model = torchvision.models.get_model(name)
-        g = from_module(model, (3, 299, 299) if name == 'inception_v3' else (3, 224, 224))
+    model, g = zoo_graph(name)
     assert g.primitive_names[0] == 'input'
     src, dst = g.edge_index
     assert bool((g.level_fw[src] < g.level_fw[dst]).all())  # a DAG, levels consistent
@@ -41,9 +46,6 @@ def test_every_torchvision_classifier_builds_a_dag(name):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', MODELS)
 def test_extended_mode_covers_every_tensor_on_the_traced_path(name):
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        model = torchvision.models.get_model(name)
-        g = from_module(model, (3, 299, 299) if name == 'inception_v3' else (3, 224, 224), extended=True)
+    _, g = zoo_graph(name, extended=True)
     # Only auxiliary heads (not on the path of the traced first output) may remain.
     assert all(n.startswith(('aux', 'AuxLogits')) for n in g.unpredicted), g.unpredicted

@@ -30,11 +30,19 @@ from pyg_ghn.train import evaluate, he_init_, mean_sem, train_sgd
 # Paper, Table 3 (CIFAR-10 top-1, mean ± s.e.), for reference only: another dataset, a full training run.
 PAPER_CIFAR10 = {
     'GHN-2': {'test': 66.9, 'wide': 64.0, 'deep': 60.5, 'dense': 65.8, 'bnfree': 36.8},
-    'GHN-1': {'test': 51.4, 'wide': 47.1, 'deep': 38.3, 'dense': 51.2, 'bnfree': 13.3},
-    'MLP': {'test': 42.2, 'wide': 37.9, 'deep': 33.7, 'dense': 40.2, 'bnfree': 17.6},
+    'GHN-1': {'test': 51.4, 'wide': 43.1, 'deep': 48.3, 'dense': 51.8, 'bnfree': 13.7},
+    'MLP': {'test': 42.2, 'wide': 22.3, 'deep': 37.9, 'dense': 44.8, 'bnfree': 23.9},
     'He init': {'test': 10.0, 'wide': 10.0, 'deep': 10.0, 'dense': 10.0, 'bnfree': 10.0},
-    'SGD 1 epoch': {'test': 46.1, 'wide': 47.2, 'deep': 44.6, 'dense': 46.0, 'bnfree': 23.7},
+    'SGD 1 epoch': {'test': 46.1, 'wide': 47.2, 'deep': 34.2, 'dense': 45.3, 'bnfree': 18.0},
+    # Table 5 / 8 ablations of GHN-2
+    'No normalization': {'test': 62.6, 'wide': 52.3, 'deep': 59.5, 'dense': 62.3, 'bnfree': 14.4},
+    'No virtual edges': {'test': 61.5, 'wide': 58.2, 'deep': 55.0, 'dense': 61.5, 'bnfree': 40.8},
+    'b_m = 1': {'test': 54.3, 'wide': 53.1, 'deep': 51.9, 'dense': 53.4, 'bnfree': 31.7},
 }
+# ResNet-50 / ViT columns of the same tables.
+PAPER_CIFAR10_PREDEFINED = {'GHN-2': (58.6, 11.4), 'GHN-1': (19.2, 18.2), 'MLP': (17.7, 10.0),
+                            'SGD 1 epoch': (61.8, 34.5), 'No normalization': (58.3, 17.0),
+                            'No virtual edges': (41.9, 12.1), 'b_m = 1': (50.6, 17.8)}
 
 
 def architectures(split: str, n: int, root: str) -> List[Tuple[str, torch.nn.Module]]:
@@ -119,25 +127,33 @@ def main() -> None:
 
 def print_tables(results: Dict[str, Any]) -> None:
     by: Dict[Tuple[str, str], List[float]] = {}
+    nets: Dict[Tuple[str, str], Dict[str, float]] = {}
     for r in results['records']:
         by.setdefault((r['method'], r['split']), []).append(r['top1'])
+        nets.setdefault((r['method'], r['split']), {})[r['net']] = r['top1']
     methods = list(dict.fromkeys(m for m, _ in by))
     splits = list(dict.fromkeys(s for _, s in by))
-    print(f"\n{'method':<16}" + ''.join(f'{s:>22}' for s in splits))
+    print(f"\n{'method':<30}" + ''.join(f'{s:>22}' for s in splits))
     for m in methods:
+        key = m.split(' (')[0]  # 'GHN-1 (148 steps)' is compared with the paper's 'GHN-1'
         cells = []
         for s in splits:
             if (m, s) not in by:
                 cells.append(f"{'-':>22}")
                 continue
+            if s == 'predefined':  # ResNet-50 / ViT, one network each
+                r50, vit = nets[(m, s)].get('ResNet-50', float('nan')), nets[(m, s)].get('ViT', float('nan'))
+                paper = PAPER_CIFAR10_PREDEFINED.get(key)
+                ref = f' [{paper[0]:.0f}/{paper[1]:.0f}]' if paper else ''
+                cells.append(f'{r50:.1f} / {vit:.1f}{ref}'.rjust(22))
+                continue
             v = by[(m, s)]
             mean, sem = mean_sem(v) if len(v) > 1 else (v[0], float('nan'))
-            paper = PAPER_CIFAR10.get(m, {}).get(s)
+            paper = PAPER_CIFAR10.get(key, {}).get(s)
             ref = f' [{paper:.1f}]' if paper is not None else ''
             cells.append(f'{mean:6.1f}±{sem:4.1f} (n={len(v)}){ref}'.rjust(22))
-        print(f'{m:<16}' + ''.join(cells))
-    print('[..] = paper, CIFAR-10 (Table 3), for reference.')
-
+        print(f'{m:<30}' + ''.join(cells))
+    print('[..] = paper, CIFAR-10 (Tables 3, 5 and 8), for reference.')
 
 if __name__ == '__main__':
     main()

@@ -75,7 +75,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         trainer.load_checkpoint(a.ckpt)
         print(f'resumed from {a.ckpt}: epoch {trainer.state.epoch}, step {trainer.state.global_step}')
     t = time.time()
-    history = trainer.train(time_limit=a.time_limit)
+    history = trainer.train(time_limit=a.time_limit, max_steps=a.max_steps)
     print(f'trained {trainer.state.global_step} steps in {time.time() - t:.0f} s this run '
           f'({trainer.state.skipped} skipped)')
     for h in history[-3:]:
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--ckpt-every', type=int, default=200)
     t.add_argument('--resume', action='store_true', help='continue from --ckpt if it exists')
     t.add_argument('--time-limit', type=float, default=None, help='seconds; stop and checkpoint after')
+    t.add_argument('--max-steps', type=int, default=None,
+                   help='stop and checkpoint once this many steps in total are done (resumable)')
     t.add_argument('--log', default=None, help='JSON log of per-epoch metrics')
     t.add_argument('--plot', default=None, help='PNG of the training curves')
     t.add_argument('--out', default=None, help='save the trained GHN here (pyg_ghn format)')

@@ -242,7 +242,7 @@ class AuxiliaryHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
-        return self.classifier(x.reshape(x.size(0), -1))
+        return self.classifier(x.flatten(1))
 
     @staticmethod
     def num_params(C: int, num_classes: int, norm: Optional[str], imagenet: bool) -> int:
@@ -381,7 +381,7 @@ class Network(nn.Module):
         if s1 is None:
             raise ValueError('invalid network: `none` ops disconnect the output from the input')
         out = self.global_pooling(s1) if self._glob_avg else s1
-        logits = self.classifier(out.reshape(out.size(0), -1))
+        logits = self.classifier(out.flatten(1))
         return (logits, logits_aux) if logits_aux is not None else logits
 
 

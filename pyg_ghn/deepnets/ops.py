@@ -225,7 +225,7 @@ class ChannelSE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, C = x.shape[:2]
-        z = x.reshape(B, C, -1).mean(dim=2)  # [B, C]
+        z = x.flatten(2).mean(dim=2)  # [B, C]
         g = self.gate(self.fc2(self.relu(self.fc1(z))))
         out = torch.mul(x, g.view(B, C, 1, 1))
         return out if self.stride == 1 else out[:, :, ::self.stride, ::self.stride]
@@ -292,7 +292,7 @@ class Transformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         sz = x.shape
         if x.dim() == 4:
-            x = x.reshape(sz[0], sz[1], -1).permute(0, 2, 1)  # [B, HW, C]
+            x = x.flatten(2).permute(0, 2, 1)  # [B, HW, C]
         B, N, _ = x.shape
         x_in = x
         # to_qkv's output is laid out as (3, heads, dim_head) along the last dim.

@@ -197,11 +197,15 @@ class Trainer:
             dist.all_reduce(over, op=dist.ReduceOp.MAX)
         return over.item() > 0
 
-    def train(self, epochs: Optional[int] = None, time_limit: Optional[float] = None) -> List[Dict[str, float]]:
+    def train(self, epochs: Optional[int] = None, time_limit: Optional[float] = None,
+              max_steps: Optional[int] = None) -> List[Dict[str, float]]:
         """Trains until ``config.epochs`` (or ``epochs`` more epochs, for a partial run) and returns the
-        per-epoch history. With ``time_limit`` (seconds), stops after the step that crosses it and writes a
-        checkpoint from which :meth:`load_checkpoint` continues exactly."""
+        per-epoch history. With ``time_limit`` (seconds), stops after the step that crosses it; with
+        ``max_steps``, once ``max_steps`` steps in total have been taken (to compare models at an equal
+        budget). Either way it writes a checkpoint from which :meth:`load_checkpoint` continues exactly."""
         deadline = None if time_limit is None else time.time() + time_limit
+        if max_steps is not None and self.state.global_step >= max_steps:
+            return self.state.history
         from tqdm import tqdm
 
         from ..datasets.images import seed_loader_
@@ -210,6 +214,10 @@ class Trainer:
         archs = self._arch_stream()
         max_skipped = max(1, int(self.steps_per_epoch * c.max_skipped_frac))
         while self.state.epoch < stop_epoch:
+            if self._resume_rng is not None and self.state.step_in_epoch == 0:
+                # resumed from a checkpoint written at an epoch's end: continue the random streams from there
+                _set_rng_state(self._resume_rng)
+                self._resume_rng = None
             seed_loader_(self.image_loader, c.seed + self.state.epoch)
             images_iter = iter(self.image_loader)
             for _ in range(self.state.step_in_epoch):  # resume inside an epoch: same images as before
@@ -256,8 +264,9 @@ class Trainer:
                 if c.ckpt_every and self.state.global_step % c.ckpt_every == 0 \
                         and self.state.step_in_epoch < self.steps_per_epoch:
                     self.save_checkpoint()
-                if deadline is not None and time.time() > deadline \
-                        and self.state.step_in_epoch < self.steps_per_epoch:
+                stop = (deadline is not None and time.time() > deadline) or \
+                    (max_steps is not None and self.state.global_step >= max_steps)
+                if stop and self.state.step_in_epoch < self.steps_per_epoch:
                     bar.close()
                     self.save_checkpoint()
                     return self.state.history
@@ -271,6 +280,8 @@ class Trainer:
             self.scheduler.step()
             self.save_checkpoint()
             self._write_log()
+            if max_steps is not None and self.state.global_step >= max_steps:
+                break
         return self.state.history
 
     # ------------------------------------------------------------------------------------------------

@@ -49,3 +49,14 @@ def test_extended_mode_covers_every_tensor_on_the_traced_path(name):
     _, g = zoo_graph(name, extended=True)
     # Only auxiliary heads (not on the path of the traced first output) may remain.
     assert all(n.startswith(('aux', 'AuxLogits')) for n in g.unpredicted), g.unpredicted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', MODELS)
+def test_fast_empty_batch_trace_gives_the_graph_of_data(name, monkeypatch):
+    from test_empty_batch import assert_same_graph, build
+    model = torchvision.models.get_model(name)
+    size = (3, 299, 299) if name == 'inception_v3' else (3, 224, 224)
+    for extended in (False, True):
+        assert_same_graph(build(model, size, {0, 1, 2}, monkeypatch, extended),
+                          build(model, size, {1, 2}, monkeypatch, extended))

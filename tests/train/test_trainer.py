@@ -243,6 +243,23 @@ def test_kill_and_resume_gives_the_same_weights(arch_root, tmp_path):
     assert_state_dicts_equal(ghn_weights(a), ghn_weights(ref))
 
 
+def test_max_steps_stops_at_an_equal_budget_and_resumes(arch_root, tmp_path):
+    archs = TinyDeepNets1M(arch_root, 'train', num_nets=6, attach_network=True, log=False)
+    cfg = dict(epochs=2, steps_per_epoch=4, meta_batch=2)
+    ref = make_trainer(archs, _small_augmented_loader(), **cfg)
+    ref.train()
+    ckpt = str(tmp_path / 'trainer.pt')
+    trainer = make_trainer(archs, _small_augmented_loader(), ckpt_path=ckpt, **cfg)
+    trainer.train(max_steps=3)  # inside an epoch
+    assert trainer.state.global_step == 3 and trainer.state.history == []
+    for budget, history in ((4, 1), (4, 1), (None, 2)):  # at an epoch's end; already there; to the end
+        trainer = make_trainer(archs, _small_augmented_loader(), init_seed=budget or 0, ckpt_path=ckpt, **cfg)
+        trainer.load_checkpoint(ckpt)
+        trainer.train(max_steps=budget)
+        assert trainer.state.global_step == (budget or 8) and len(trainer.state.history) == history
+    assert_state_dicts_equal(ghn_weights(ref), ghn_weights(trainer))
+
+
 def test_checkpoint_write_is_atomic(archs, loaders, tmp_path, monkeypatch):
     path = str(tmp_path / 'trainer.pt')
     trainer = make_trainer(archs, loaders.train, ckpt_path=path)

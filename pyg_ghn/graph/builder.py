@@ -284,7 +284,8 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
             class tokens, position embeddings, position-bias tables) or ``cse`` (multiplicative: layer and
             logit scales), 1-D ones as ``bn`` (scales) or ``bias``. Graphs of models without such tensors are
             the same either way.
-        device: where to trace; ``None`` tries the ``meta`` device, then the model's own device.
+        device: where to trace; ``None`` traces on an empty batch on the model's device (no compute), falling
+            back to data there or on ``meta``, whichever is faster for the input size.
         warn: warn about parameters left without a node (they are listed in ``graph.unpredicted``).
 
     Raises:

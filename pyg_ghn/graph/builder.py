@@ -282,8 +282,10 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
             norms, GroupNorm and InstanceNorm as ``bn``; Conv1d and ``nn.MultiheadAttention``'s packed
             projections as ``conv``/``bias``; free tensors of a model's own modules as ``pos_enc`` (additive:
             class tokens, position embeddings, position-bias tables) or ``cse`` (multiplicative: layer and
-            logit scales), 1-D ones as ``bn`` (scales) or ``bias``. Graphs of models without such tensors are
-            the same either way.
+            logit scales), 1-D ones as ``bn`` (scales) or ``bias``; and trace every tensor the model returns,
+            not only the first (GoogLeNet's and Inception's auxiliary heads in training mode), the main
+            classifier staying the last nodes. Graphs of models without such tensors or outputs are the same
+            either way.
         device: where to trace; ``None`` traces on an empty batch on the model's device (no compute), falling
             back to data there or on ``meta``, whichever is faster for the input size.
         warn: warn about parameters left without a node (they are listed in ``graph.unpredicted``).
@@ -299,7 +301,7 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
         input_size = (3, input_size, input_size)
     input_size = tuple(int(s) for s in input_size)
 
-    ag, params = trace_autograd(model, input_size, device=device)
+    ag, params = trace_autograd(model, input_size, device=device, all_outputs=extended)
     g, covered = _raw_graph(ag, params, extended)
     alive = _filter(g, ag)
 

@@ -55,6 +55,23 @@ def _first_tensor(out: Any) -> Tensor:
     return out
 
 
+def _output_tensors(out: Any) -> List[Tensor]:
+    """The main output (:func:`_first_tensor`) first, then every other tensor the model returned that
+    depends on something (e.g. GoogLeNet's and Inception's auxiliary logits in training mode)."""
+    main = _first_tensor(out)
+    found, stack = [main], [out]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, Tensor):
+            if o.grad_fn is not None and all(o is not t for t in found):
+                found.append(o)
+        elif isinstance(o, dict):
+            stack.extend(reversed(list(o.values())))
+        elif isinstance(o, (tuple, list)):
+            stack.extend(reversed(o))
+    return found
+
+
 # After an empty batch fails, inputs up to this many elements trace faster on the CPU than on ``meta``,
 # whose kernels for some ops (BatchNorm) are Python decompositions; beyond it real compute dominates
 # (measured: benchmarks/graph_build.py).
@@ -111,12 +128,13 @@ def _stand_ins(slots: List[Tuple[nn.Module, str, str, Tensor]], replace: Dict[in
 
 
 def trace_autograd(model: nn.Module, input_size: Sequence[int],
-                   device: Union[str, torch.device, None] = None
+                   device: Union[str, torch.device, None] = None, all_outputs: bool = False
                    ) -> Tuple[AutogradGraph, Dict[str, Tuple[Tensor, nn.Module]]]:
     """Runs ``model`` once on a random input of shape ``(batch, *input_size)`` and returns its autograd
     graph and, per distinct parameter, its first qualified name, the tensor and the module that owns it. ``device=None`` picks the faster of the ``meta`` device (no
     memory, no compute; faster for big inputs) and the model's own device, and falls back to the other when
-    an operation fails there (e.g. no meta kernel)."""
+    an operation fails there (e.g. no meta kernel). The graph is that of the first output (the original's
+    rule), or with ``all_outputs`` of every tensor the model returns, the first one's operations first."""
     slots: List[Tuple[nn.Module, str, str, Tensor]] = []
     names: Dict[int, str] = {}  # parameter id -> first qualified name (tied tensors keep one name)
     params: Dict[str, Tuple[Tensor, nn.Module]] = {}
@@ -153,7 +171,8 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
                 x.requires_grad_(True)  # marks the input's entry point in the autograd graph
                 guard = EmptyBatchGuard() if batch_size == 0 else contextlib.nullcontext()
                 with torch.enable_grad(), _stand_ins(slots, replace), _running_stats_mode(model), guard:
-                    out = _first_tensor(model(x))
+                    outs = _output_tensors(model(x))
+                    outs = outs if all_outputs else outs[:1]
             break
         except GraphBuildError:
             raise
@@ -167,18 +186,18 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
             f'{(batch_size, *input_size)} on {target}: {type(e).__name__}: {e}. Pass the input size the model '
             f'expects, e.g. from_module(model, input_size=(3, 224, 224)), or (in_features,) for an MLP.') from e
 
-    if out.grad_fn is None:
+    if outs[0].grad_fn is None:
         raise GraphBuildError(f'The output of {type(model).__name__} does not depend on its parameters.')
     leaf_names = {id(replace[pid]): name for pid, name in names.items()}
-    graph = _read_autograd(out.grad_fn, x, leaf_names)
+    graph = _read_autograd([o.grad_fn for o in outs], x, leaf_names)
     return graph, params
 
 
-def _read_autograd(root: Any, x: Tensor, leaf_names: Dict[int, str]) -> AutogradGraph:
-    # Iterative depth-first post-order from the output: children before parents, i.e. execution order.
+def _read_autograd(roots: List[Any], x: Tensor, leaf_names: Dict[int, str]) -> AutogradGraph:
+    # Iterative depth-first post-order from the outputs: children before parents, i.e. execution order.
     g = AutogradGraph()
     pos: Dict[Any, int] = {}
-    stack = [(root, False)]
+    stack = [(root, False) for root in reversed(roots)]
     while stack:
         fn, expanded = stack.pop()
         if fn in pos:

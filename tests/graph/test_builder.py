@@ -162,6 +162,35 @@ def test_mlp_input_spec_and_dict_output():
     assert from_module(tup, (20,)).num_nodes == 3
 
 
+class AuxOut(nn.Module):
+    """A main head and an auxiliary head on an earlier feature, returned as a namedtuple (GoogLeNet-style)."""
+    Out = __import__('collections').namedtuple('Out', ['logits', 'aux_logits'])
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(20, 16)
+        self.deep = nn.Linear(16, 16)
+        self.aux = nn.Linear(16, 4)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return self.Out(self.head(torch.relu(self.deep(h))), self.aux(h))
+
+
+def test_auxiliary_outputs_are_reported_by_default_and_predicted_in_extended_mode():
+    with pytest.warns(UnpredictedParametersWarning, match='aux.weight'):
+        g = from_module(AuxOut(), (20,))
+    assert g.unpredicted == ['aux.weight', 'aux.bias'] and 'aux.weight' not in g.node_names
+    ext = from_module(AuxOut(), (20,), extended=True)
+    assert ext.unpredicted == []
+    assert named_edges(ext) == sorted(named_edges(g) + [('body.bias', 'aux.weight'), ('aux.weight', 'aux.bias')])
+    # The main classifier stays last, with the classifier roles; the auxiliary head is an ordinary layer.
+    assert ext.node_names[-2:] == ['head.weight', 'head.bias']
+    assert ext.role[-2:].tolist() == [Role.CLS_WEIGHT, Role.CLS_BIAS]
+    assert ext.role[ext.node_names.index('aux.weight')] == Role.WEIGHT
+
+
 def test_linear_without_bias_is_in_the_chain():
     model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.ReLU(), nn.Linear(5, 3))
     g = from_module(model, (6,))

@@ -78,8 +78,9 @@ def reference_networks(tiny: bool = False):
 
 def split_graphs(split: str, n: int, max_sp_dist: int = 50):
     # Networks at the widths the split defines (WIDE: x4 channels), as DeepNets-1M evaluates them.
+    from tqdm import tqdm
     return [from_module(build_network(a, wide=split == 'wide'), max_sp_dist=max_sp_dist, warn=False)
-            for a in generate_split(split, n)]
+            for a in tqdm(generate_split(split, n), desc=f'{split} graphs', leave=False)]
 
 
 def main(argv=None):

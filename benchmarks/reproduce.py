@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument('--splits', nargs='+', default=['test', 'wide', 'deep', 'dense', 'bnfree', 'predefined'])
     p.add_argument('--num-nets', type=int, default=100, help='ID test architectures')
     p.add_argument('--ood-nets', type=int, default=20, help='architectures per OOD split')
-    p.add_argument('--baselines', nargs='*', default=['he'], help='he, sgd100, sgd500')
+    p.add_argument('--baselines', nargs='*', default=['he'], help='he, sgd100, sgd500, sgd1ep (one epoch)')
     p.add_argument('--sgd-nets', type=int, default=10, help='architectures per split for SGD baselines')
     p.add_argument('--max-batches', type=int, default=None)
     p.add_argument('--root', default='data/deepnets1m')
@@ -91,8 +91,8 @@ def main() -> None:
     for spec in args.ghn:
         name, path = spec.split('=', 1)
         ghns[name] = GHN.load(path)
-    methods = list(ghns) + [{'he': 'He init', 'sgd100': 'SGD 100 steps', 'sgd500': 'SGD 500 steps'}[b]
-                            for b in args.baselines]
+    baselines = {'he': 'He init', 'sgd100': 'SGD 100 steps', 'sgd500': 'SGD 500 steps', 'sgd1ep': 'SGD 1 epoch'}
+    methods = list(ghns) + [baselines[b] for b in args.baselines]
 
     for split in args.splits:
         n = args.num_nets if split == 'test' else args.ood_nets
@@ -111,7 +111,7 @@ def main() -> None:
                 else:
                     he_init_(net, seed=0)
                     if method.startswith('SGD'):
-                        steps = int(method.split()[1])
+                        steps = len(loaders.train) if method == 'SGD 1 epoch' else int(method.split()[1])
                         train_sgd(net, loaders.train, steps, seed=0)
                 seconds = time.perf_counter() - t
                 acc = evaluate(net, loaders.eval, topk=(1, 5), bn_mode='batch', params=params,

@@ -89,7 +89,7 @@ def main() -> None:
     loaders = image_loaders('fashion_mnist', split='test', batch_size=96, test_batch_size=64)
     ghns = {}
     for spec in args.ghn:
-        name, path = spec.split('=', 1)
+        name, path = spec.rsplit('=', 1)  # names may hold '=' ('b_m = 1'), checkpoint paths rarely do
         ghns[name] = GHN.load(path)
     baselines = {'he': 'He init', 'sgd100': 'SGD 100 steps', 'sgd500': 'SGD 500 steps', 'sgd1ep': 'SGD 1 epoch'}
     methods = list(ghns) + [baselines[b] for b in args.baselines]

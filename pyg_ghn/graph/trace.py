@@ -171,8 +171,9 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
                 x.requires_grad_(True)  # marks the input's entry point in the autograd graph
                 guard = EmptyBatchGuard() if batch_size == 0 else contextlib.nullcontext()
                 with torch.enable_grad(), _stand_ins(slots, replace), _running_stats_mode(model), guard:
-                    outs = _output_tensors(model(x))
-                    outs = outs if all_outputs else outs[:1]
+                    out = model(x)
+            outs = _output_tensors(out)  # outside the guard, which would refuse reading grad_fn
+            outs = outs if all_outputs else outs[:1]
             break
         except GraphBuildError:
             raise

@@ -6,12 +6,14 @@ operation, though, because some kernels take shortcuts on empty tensors (``batch
 ``input.clone() * weight + bias``, ``dropout`` returns its input, ``linear`` and ``matmul`` pick their
 algorithm by contiguity and every empty tensor counts as contiguous, attention picks another backend).
 So the empty pass runs under :class:`EmptyBatchGuard`, which lets through only functions known to record
-the same nodes on an empty batch, rewrites the two common ones that do not (BatchNorm, dropout) into calls
-that record what data would, and stops the pass with :class:`UnsafeOnEmptyBatch` at anything else; the
+the same nodes on an empty batch, rewrites BatchNorm and dropout into calls that record what data would,
+lets linear and matmul through only where their algorithm does not depend on the layout, and stops the
+pass with :class:`UnsafeOnEmptyBatch` at anything else; the
 tracer then traces on data as before. ``tests/graph/test_empty_batch.py`` checks that the graphs are equal
 for torchvision's models and DeepNets-1M networks.
 """
-from typing import Any, Callable, Dict, FrozenSet, Optional
+import functools
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -113,19 +115,14 @@ _REWRITES: Dict[str, Callable[..., Any]] = {
     'torch.Tensor.__matmul__': _matmul,
 }
 
-_tables: Dict[str, Dict[Any, Any]] = {}
-
-
-def _lookup() -> Dict[str, Dict[Any, Any]]:
-    # Function objects (hashable; ``Tensor.shape.__get__`` compares equal across accesses) -> their
-    # treatment, built once from torch's table of overridable functions.
-    if not _tables:
-        from torch.overrides import _get_overridable_functions
-        names = _get_overridable_functions()[1]
-        _tables['safe'] = {f: True for f, n in names.items() if n in SAFE_ON_EMPTY}
-        _tables['rewrite'] = {f: _REWRITES[n] for f, n in names.items() if n in _REWRITES}
-        _tables['safe'][torch._assert] = True
-    return _tables
+@functools.lru_cache(maxsize=None)
+def _tables() -> Tuple[FrozenSet[Any], Dict[Any, Callable[..., Any]]]:
+    # The safe function objects and the rewrites by function object, from torch's table of overridable
+    # functions (``Tensor.shape.__get__`` hashes and compares equal across accesses), built once.
+    from torch.overrides import _get_overridable_functions
+    names = _get_overridable_functions()[1]
+    safe = frozenset([f for f, n in names.items() if n in SAFE_ON_EMPTY] + [torch._assert])  # not in that table
+    return safe, {f: _REWRITES[n] for f, n in names.items() if n in _REWRITES}
 
 
 class EmptyBatchGuard(TorchFunctionMode):
@@ -135,8 +132,7 @@ class EmptyBatchGuard(TorchFunctionMode):
 
     def __init__(self) -> None:
         super().__init__()
-        tables = _lookup()
-        self._safe, self._rewrite = tables['safe'], tables['rewrite']
+        self._safe, self._rewrite = _tables()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -131,9 +131,10 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
                    device: Union[str, torch.device, None] = None, all_outputs: bool = False
                    ) -> Tuple[AutogradGraph, Dict[str, Tuple[Tensor, nn.Module]]]:
     """Runs ``model`` once on a random input of shape ``(batch, *input_size)`` and returns its autograd
-    graph and, per distinct parameter, its first qualified name, the tensor and the module that owns it. ``device=None`` picks the faster of the ``meta`` device (no
-    memory, no compute; faster for big inputs) and the model's own device, and falls back to the other when
-    an operation fails there (e.g. no meta kernel). The graph is that of the first output (the original's
+    graph and, per distinct parameter, its first qualified name, the tensor and the module that owns it.
+    ``device=None`` traces on an empty batch on the model's own device (:mod:`.empty_batch`), then on data
+    on the faster of that device and ``meta`` (no memory, no compute; faster for big inputs), then on the
+    other, moving on when the forward pass fails (e.g. no meta kernel). The graph is that of the first output (the original's
     rule), or with ``all_outputs`` of every tensor the model returns, the first one's operations first."""
     slots: List[Tuple[nn.Module, str, str, Tensor]] = []
     names: Dict[int, str] = {}  # parameter id -> first qualified name (tied tensors keep one name)

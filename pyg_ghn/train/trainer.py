@@ -101,7 +101,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=c.gamma)
         self.scaler = torch.amp.GradScaler('cuda', enabled=c.amp and self.device.type == 'cuda')
         self.state = _State()
-        self._resume_rng: Optional[Dict[str, Any]] = None  # random state to restore inside a resumed epoch
+        self._resume_rng: Optional[Dict[str, Any]] = None  # random state where a resumed run continues
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -204,7 +204,8 @@ class Trainer:
         ``max_steps``, once ``max_steps`` steps in total have been taken (to compare models at an equal
         budget). Either way it writes a checkpoint from which :meth:`load_checkpoint` continues exactly."""
         deadline = None if time_limit is None else time.time() + time_limit
-        if max_steps is not None and self.state.global_step >= max_steps:
+        budget_spent = lambda: max_steps is not None and self.state.global_step >= max_steps  # noqa: E731
+        if budget_spent():
             return self.state.history
         from tqdm import tqdm
 
@@ -215,7 +216,8 @@ class Trainer:
         max_skipped = max(1, int(self.steps_per_epoch * c.max_skipped_frac))
         while self.state.epoch < stop_epoch:
             if self._resume_rng is not None and self.state.step_in_epoch == 0:
-                # resumed from a checkpoint written at an epoch's end: continue the random streams from there
+                # resumed from a checkpoint written at an epoch's end: continue the random streams from there,
+                # before the loader draws from them
                 _set_rng_state(self._resume_rng)
                 self._resume_rng = None
             seed_loader_(self.image_loader, c.seed + self.state.epoch)
@@ -226,9 +228,9 @@ class Trainer:
                 except StopIteration:  # the epoch is longer than the loader: wrap around as below
                     images_iter = iter(self.image_loader)
                     next(images_iter)
-            if self.state.step_in_epoch and self._resume_rng is not None:
+            if self._resume_rng is not None:  # resumed inside the epoch: after replaying its images
                 _set_rng_state(self._resume_rng)
-            self._resume_rng = None
+                self._resume_rng = None
             bar = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch,
                        desc=f'epoch {self.state.epoch + 1}/{c.epochs}', disable=not self.progress or self.rank)
             if self.state.step_in_epoch == 0:
@@ -264,8 +266,7 @@ class Trainer:
                 if c.ckpt_every and self.state.global_step % c.ckpt_every == 0 \
                         and self.state.step_in_epoch < self.steps_per_epoch:
                     self.save_checkpoint()
-                stop = (deadline is not None and time.time() > deadline) or \
-                    (max_steps is not None and self.state.global_step >= max_steps)
+                stop = (deadline is not None and time.time() > deadline) or budget_spent()
                 if stop and self.state.step_in_epoch < self.steps_per_epoch:
                     bar.close()
                     self.save_checkpoint()
@@ -280,7 +281,7 @@ class Trainer:
             self.scheduler.step()
             self.save_checkpoint()
             self._write_log()
-            if max_steps is not None and self.state.global_step >= max_steps:
+            if budget_spent():
                 break
         return self.state.history
 

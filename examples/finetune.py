@@ -125,6 +125,9 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--tiny', action='store_true', help='small networks, few images and steps: an end-to-end check')
     a = p.parse_args(argv)
+    if not 0 <= a.held_out < a.per_class:
+        p.error(f'--held-out ({a.held_out}) must be at least 0 and below --per-class ({a.per_class}): the rest is '
+                'what the tuning runs train on')
     torch.set_num_threads(a.threads)
     if a.tiny:
         a.epochs, a.per_class, a.held_out, a.batch_size, a.num_test = 1, 6, 2, 20, 40

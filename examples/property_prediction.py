@@ -29,7 +29,7 @@ import torch
 
 from pyg_ghn.properties import (PROPERTIES, REGRESSORS, SVR_GRID, ArchPropertyDataset, Evaluator, MeasureConfig,
                                 embed_graphs, fit_regressor, load_ghns, measure_split, predict,
-                                svr_protocol)
+                                round_predictions, svr_protocol, tau_summary)
 
 BASELINE_LABELS = {'gin': 'GIN', 'dgcn': 'Directed GCN (NeuPred-like)', 'ghn2conv': 'GHN-2 layer (from scratch)'}
 LABELS = {'clean_acc': 'Clean acc.', 'noise_acc': 'Noisy acc.', 'time': 'Inference time',
@@ -45,13 +45,6 @@ def tiny_properties(out_dir, n_val, n_test, seed):
         measure_split(split, n, path, cfg, progress=False)
         paths.append(path)
     return paths
-
-
-def summary(taus):
-    finite = np.asarray(taus, dtype=np.float64)
-    finite = finite[~np.isnan(finite)]  # tau is undefined (NaN) when a side is constant
-    return dict(tau=list(taus), mean=float(finite.mean()) if finite.size else float('nan'),
-                std=float(finite.std()) if finite.size else float('nan'))
 
 
 def plot(results, methods, path):
@@ -131,9 +124,10 @@ def main(argv=None):
                 torch.manual_seed(seed)
                 model = REGRESSORS[name](out_channels=1)
                 fit_regressor(model, train_graphs, y_train[:, j], epochs=a.epochs, seed=seed)
-                preds.append(predict(model, test_graphs)[:, 0])
+                # rounded as the SVR's predictions, so that every row of the table is scored alike
+                preds.append(round_predictions(predict(model, test_graphs)[:, 0], prop))
             per_seed.append(evaluator.eval({'y_true': y_test, 'y_pred': np.stack(preds, 1)}))
-        results[BASELINE_LABELS[name]] = {prop: summary([r[prop] for r in per_seed]) for prop in PROPERTIES}
+        results[BASELINE_LABELS[name]] = {prop: tau_summary([r[prop] for r in per_seed]) for prop in PROPERTIES}
         methods.append(BASELINE_LABELS[name])
 
     width = max(len(m) for m in methods) + 2

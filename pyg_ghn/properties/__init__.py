@@ -3,9 +3,9 @@ DeepNets-1M networks, a dataset of architecture graphs with those targets, the S
 protocol and its Kendall :math:`\tau` evaluator, GNN regressor baselines, and distances between
 architectures."""
 from .dataset import PROPERTIES, ArchPropertyDataset, load_results
-from .evaluator import Evaluator, kendall_tau
+from .evaluator import Evaluator, kendall_tau, tau_summary
 from .protocol import (ROUND_DECIMALS, SVR_GRID, embed_graphs, fit_svr, load_ghn_or_random, load_ghns,
-                       parse_ghn_specs, svr_protocol)
+                       parse_ghn_specs, round_predictions, svr_protocol)
 from .baselines import (REGRESSORS, ArchNodeEncoder, DirectedGCNRegressor, GHN2ConvRegressor, GINRegressor,
                         fit_regressor, predict)
 from .distances import (frechet_distance, hungarian_distance, l2_distance, mean_hungarian_distance,
@@ -13,7 +13,7 @@ from .distances import (frechet_distance, hungarian_distance, l2_distance, mean_
 
 __all__ = [
     'PROPERTIES', 'MeasureConfig', 'load_results', 'measure_network', 'measure_split', 'ArchPropertyDataset',
-    'Evaluator', 'kendall_tau', 'ROUND_DECIMALS', 'SVR_GRID', 'embed_graphs', 'fit_svr', 'load_ghn_or_random',
+    'Evaluator', 'kendall_tau', 'tau_summary', 'ROUND_DECIMALS', 'SVR_GRID', 'round_predictions', 'embed_graphs', 'fit_svr', 'load_ghn_or_random',
     'svr_protocol', 'parse_ghn_specs', 'load_ghns', 'REGRESSORS', 'ArchNodeEncoder', 'DirectedGCNRegressor',
     'GHN2ConvRegressor', 'GINRegressor', 'fit_regressor', 'predict', 'frechet_distance', 'hungarian_distance',
     'l2_distance', 'mean_hungarian_distance', 'node_cost_matrix', 'pairwise_l2',

@@ -1,4 +1,5 @@
 r"""Architecture graphs with measured properties as targets, shaped like an OGB graph-property dataset."""
+import copy
 import hashlib
 import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -47,7 +48,8 @@ class ArchPropertyDataset(Dataset):
     Records with an ``error`` (a training run that diverged) are left out.
 
     Graphs are built once and cached in ``root/processed`` under a name that hashes the records'
-    architectures and ``max_sp_dist``, so re-measured or extended files are processed again.
+    architectures, ``max_sp_dist`` and ``pre_transform``, so extended files or another pre-transform are
+    processed again (re-measured targets of the same networks are not: ``y`` is set on loading).
 
     Args:
         root (str): folder for the processed cache.
@@ -82,7 +84,8 @@ class ArchPropertyDataset(Dataset):
             raise ValueError(f'properties {missing} are missing from some records of {paths}')
         records.sort(key=lambda r: (r['split'] != train_split, r['split'] != test_split, r['split'], r['idx']))
         self.records: List[Dict[str, Any]] = records
-        key = json.dumps([[r['split'], r['idx'], r['net_args']] for r in records] + [max_sp_dist],
+        # The targets are not in the key: re-measured properties of the same networks reuse the graphs.
+        key = json.dumps([[r['split'], r['idx'], r['net_args']] for r in records] + [max_sp_dist, repr(pre_transform)],
                          sort_keys=True)
         self._hash = hashlib.sha1(key.encode()).hexdigest()[:12]
         self._graphs: List[ArchGraph] = []
@@ -90,9 +93,12 @@ class ArchPropertyDataset(Dataset):
         if not self._graphs:
             stored = torch.load(self.processed_paths[0], weights_only=True)
             self._graphs = [ArchGraph(**d) for d in stored]
+        for g, yi in zip(self._graphs, self._targets()):
+            g.y = yi
+
+    def _targets(self) -> Tensor:
         y = torch.tensor([[float(r[k]) for k in self.properties] for r in self.records], dtype=torch.float)
-        for g, yi in zip(self._graphs, y):
-            g.y = yi.view(1, -1)
+        return y.view(len(self.records), 1, len(self.properties))
 
     @property
     def raw_file_names(self) -> List[str]:
@@ -110,9 +116,9 @@ class ArchPropertyDataset(Dataset):
         from ..datasets.deepnets1m import build_network
         from ..graph.builder import from_module
         graphs = []
-        for r in tqdm(self.records, desc='architecture graphs', disable=not self.log):
+        for r, y in zip(tqdm(self.records, desc='architecture graphs', disable=not self.log), self._targets()):
             g = from_module(build_network(r['net_args']), max_sp_dist=self.max_sp_dist, warn=False)
-            g.split, g.net_idx = r['split'], int(r['idx'])
+            g.y, g.split, g.net_idx = y, r['split'], int(r['idx'])  # y set here too: a pre_transform may read it
             g.net_args = json.dumps(r['net_args'], separators=(',', ':'), sort_keys=True)
             if self.pre_transform is not None:
                 g = self.pre_transform(g)
@@ -124,7 +130,7 @@ class ArchPropertyDataset(Dataset):
         return len(self.records)
 
     def get(self, idx: int) -> ArchGraph:
-        return self._graphs[idx]
+        return copy.copy(self._graphs[idx])  # as InMemoryDataset: setting an attribute leaves the dataset as is
 
     @property
     def y(self) -> Tensor:
@@ -137,10 +143,12 @@ class ArchPropertyDataset(Dataset):
         return len(self.properties)
 
     def get_idx_split(self) -> Dict[str, Tensor]:
-        """``{'train': indices of the train_split architectures, 'test': of the test_split ones}``."""
+        """``{'train': indices of the train_split architectures, 'valid': empty, 'test': of the test_split
+        ones}``: OGB's keys; ``'valid'`` is empty because the protocol tunes by cross-validation on ``'train'``."""
         splits = [self.records[i]['split'] for i in self.indices()]
-        return {name: torch.tensor([i for i, s in enumerate(splits) if s == which], dtype=torch.long)
-                for name, which in (('train', self.train_split), ('test', self.test_split))}
+        out = {name: torch.tensor([i for i, s in enumerate(splits) if s == which], dtype=torch.long)
+               for name, which in (('train', self.train_split), ('test', self.test_split))}
+        return {'train': out['train'], 'valid': torch.empty(0, dtype=torch.long), 'test': out['test']}
 
     def __repr__(self) -> str:
         counts = {k: len(v) for k, v in self.get_idx_split().items()}

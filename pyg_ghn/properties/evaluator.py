@@ -1,13 +1,13 @@
 r"""Kendall's :math:`\tau` between predicted and true architecture properties, with the interface of an
 OGB evaluator."""
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from .dataset import PROPERTIES
 
-__all__ = ['Evaluator', 'kendall_tau']
+__all__ = ['Evaluator', 'kendall_tau', 'tau_summary']
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 
@@ -19,24 +19,41 @@ def _numpy(a: ArrayLike) -> np.ndarray:
 
 
 def kendall_tau(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    r"""Kendall's :math:`\tau_b` (:func:`scipy.stats.kendalltau`, ties accounted for) of two vectors; pairs
-    with a NaN are dropped. ``nan`` when fewer than two pairs are left or one side is constant."""
+    r"""Kendall's :math:`\tau_b` (:func:`scipy.stats.kendalltau`, ties accounted for) of two vectors.
+
+    Architectures whose true value is NaN (not measured) are left out, as OGB skips missing labels. A
+    prediction is never left out: a NaN or infinite prediction raises ``ValueError`` (dropping it would score
+    a model only on the graphs it handles), and a constant prediction of a varying target scores 0 (it ranks
+    nothing; :math:`\tau_b` itself is undefined there). ``nan`` only when the targets cannot be ranked: fewer
+    than two, or all equal."""
     from scipy.stats import kendalltau
     t, p = _numpy(y_true).ravel(), _numpy(y_pred).ravel()
     if t.shape != p.shape:
         raise ValueError(f'y_true and y_pred differ in size: {t.shape} vs {p.shape}')
-    keep = ~(np.isnan(t) | np.isnan(p))
+    keep = ~np.isnan(t)
     t, p = t[keep], p[keep]
-    if t.size < 2 or np.all(t == t[0]) or np.all(p == p[0]):
+    if not np.all(np.isfinite(p)):
+        raise ValueError(f'{int((~np.isfinite(p)).sum())} of {p.size} predictions are NaN or infinite')
+    if t.size < 2 or np.all(t == t[0]):
         return float('nan')
+    if np.all(p == p[0]):
+        return 0.0
     return float(kendalltau(t, p).statistic)
+
+
+def tau_summary(taus: Sequence[float]) -> Dict[str, Any]:
+    r"""``{'tau': taus, 'mean': ..., 'std': ...}`` over seeds (population std, as ``np.std``). Every seed
+    counts: a NaN :math:`\tau` (targets that cannot be ranked) makes the mean NaN rather than being dropped."""
+    arr = np.asarray(taus, dtype=np.float64)
+    return dict(tau=[float(t) for t in arr], mean=float(arr.mean()) if arr.size else float('nan'),
+                std=float(arr.std()) if arr.size else float('nan'))
 
 
 class Evaluator:
     r"""Evaluates property predictions like ``ogb.graphproppred.Evaluator``: ``eval({'y_true': ...,
     'y_pred': ...})`` with arrays of shape ``[N, P]`` (or ``[N]`` for one property) returns Kendall's
-    :math:`\tau` per property column, keyed by name, and their mean as ``'kendall_tau'`` (NaN columns
-    left out of the mean).
+    :math:`\tau` per property column (:func:`kendall_tau`), keyed by name, and their mean as
+    ``'kendall_tau'`` (columns whose targets cannot be ranked, NaN, left out of the mean).
 
     Args:
         properties (sequence of str, optional): the column names. (default: the four of

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..train.baselines import DivergedError
 from .dataset import FORMAT_VERSION, PROPERTIES, load_results
 
 __all__ = ['PROPERTIES', 'MeasureConfig', 'ImageSets', 'load_image_sets', 'add_gaussian_noise',
@@ -252,7 +253,7 @@ def measure_split(split: str, num_nets: int, out: str, cfg: MeasureConfig, start
     for idx, net_args in todo:
         try:
             rec = measure_network(net_args, cfg, data, cfg.seed + idx, device, wide=split == 'wide')
-        except RuntimeError as e:  # a diverging run: keep the architecture out of the targets, say why
+        except DivergedError as e:  # keep the architecture out of the targets, say why; other errors stop
             warnings.warn(f'{split} network {idx}: {e}')
             rec = dict(net_args=dict(net_args, C=cfg.C * (4 if split == 'wide' else 1)), error=str(e))
         rec = dict(split=split, idx=idx, **rec)

@@ -14,8 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['he_init_', 'train_sgd']
+__all__ = ['he_init_', 'train_sgd', 'DivergedError']
 
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite (a :class:`RuntimeError`, as the original trainer raised)."""
 
 def _rng_devices(model: nn.Module) -> List[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == 'cuda'})
@@ -92,7 +96,7 @@ def train_sgd(model: nn.Module, loader: Iterable, steps: int, lr: float = 0.025,
         list of float: the training loss of every step.
 
     Raises:
-        RuntimeError: if the loss becomes NaN or infinite (as the original trainer).
+        DivergedError: if the loss becomes NaN or infinite (a ``RuntimeError``, as the original trainer).
     """
     if steps < 0:
         raise ValueError(f'steps must be >= 0, got {steps}')
@@ -133,7 +137,7 @@ def train_sgd(model: nn.Module, loader: Iterable, steps: int, lr: float = 0.025,
                     out = model(x)
                     loss = loss_fn(out[0] if isinstance(out, (tuple, list)) else out, y)
                     if not torch.isfinite(loss):
-                        raise RuntimeError(f'the loss is {loss.item()} at step {len(losses)}')
+                        raise DivergedError(f'the loss is {loss.item()} at step {len(losses)}')
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if grad_clip is not None:

@@ -17,6 +17,10 @@ def test_dataset_shapes_and_split(property_file, tmp_path):
     assert len(ds) == 8 and ds.num_tasks == 4
     split = ds.get_idx_split()
     assert split['train'].tolist() == [0, 1, 2, 3, 4] and split['test'].tolist() == [5, 6, 7]
+    assert split['valid'].numel() == 0 and split['valid'].dtype == torch.long  # OGB's keys
+    g = ds[0]
+    g.y = torch.zeros(1, 4)  # items are copies, as InMemoryDataset's
+    assert ds[0].y.abs().sum() > 0
     assert {ds[i].split for i in split['train']} == {'val'} and {ds[i].split for i in split['test']} == {'test'}
     # Targets follow the records, one column per property.
     by_key = {(r['split'], r['idx']): r for r in state['results']}
@@ -47,9 +51,22 @@ def test_dataset_cache_and_reprocess(property_file, tmp_path):
     ds = ArchPropertyDataset(str(tmp_path), path, log=False)
     files = sorted(p for p in ds.processed_file_names)
     assert osp.exists(osp.join(str(tmp_path), 'processed', files[0]))
-    again = ArchPropertyDataset(str(tmp_path), path, log=False)  # from the cache
-    assert torch.equal(again[3].edge_index, ds[3].edge_index) and again[3].param_names == ds[3].param_names
-    # Another file (other architectures) gets its own cache entry; targets-only changes reuse the graphs.
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as m:  # the second time the graphs must come from the cache
+        m.setattr(ArchPropertyDataset, 'process', lambda self: pytest.fail('processed again'))
+        again = ArchPropertyDataset(str(tmp_path), path, log=False)
+        assert torch.equal(again[3].edge_index, ds[3].edge_index) and again[3].param_names == ds[3].param_names
+        # New targets for the same networks: the graphs are reused and y follows the file.
+        state = json.load(open(path))
+        state['results'][3]['clean_acc'] = 12.5
+        json.dump(state, open(path, 'w'))
+        assert ArchPropertyDataset(str(tmp_path), path, log=False)[3].y[0, 0].item() == 12.5
+    # A pre_transform is part of the cache key, and it sees the targets.
+    seen = []
+    pre = lambda g: (seen.append(g.y.shape), g)[1]  # noqa: E731
+    with_pre = ArchPropertyDataset(str(tmp_path / 'pre'), path, pre_transform=pre, log=False)
+    assert with_pre.processed_file_names != ds.processed_file_names and seen == [(1, 4)] * 8
+    # Another file (other architectures) gets its own cache entry.
     other = str(tmp_path / 'other.json')
     write_property_file(other, splits=(('val', 2), ('test', 2)))
     ds2 = ArchPropertyDataset(str(tmp_path), other, properties=('clean_acc', 'time'), log=False)

@@ -1,10 +1,12 @@
 """examples/finetune.py runs end to end with --tiny (subprocess)."""
 import json
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 
-from property_helpers import run_example as run
+from property_helpers import ROOT, run_example as run
 from pyg_ghn.datasets.images import FASHION_MNIST_ROOT
 
 needs_fmnist = pytest.mark.skipif(not osp.isdir(FASHION_MNIST_ROOT), reason='Fashion-MNIST not installed')
@@ -19,3 +21,9 @@ def test_finetune_tiny(tmp_path):
     for r in res.values():
         assert len(r['acc']) == 2 and all(0 <= x <= 100 for x in r['acc'])
         assert r['lr'] in (0.01, 0.025)  # chosen on the held-out images
+
+
+def test_finetune_rejects_a_held_out_set_as_large_as_the_shots():
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'examples', 'finetune.py'), '--per-class', '5',
+                           '--held-out', '5'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'must be at least 0 and below --per-class (5)' in proc.stderr

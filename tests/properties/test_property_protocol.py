@@ -8,7 +8,8 @@ from pyg_ghn.datasets.deepnets1m import build_network
 from pyg_ghn.deepnets.generator import generate_split
 from pyg_ghn.graph.builder import from_module
 from pyg_ghn.nn import GHN
-from pyg_ghn.properties import ROUND_DECIMALS, embed_graphs, fit_svr, load_ghn_or_random, svr_protocol
+from pyg_ghn.properties import (ROUND_DECIMALS, embed_graphs, fit_svr, load_ghn_or_random, round_predictions,
+                                svr_protocol)
 
 SMALL_GRID = {'kernel': ['rbf'], 'C': [1, 10, 100], 'gamma': ['auto', 1.0], 'epsilon': [0.01, 0.05]}
 
@@ -87,7 +88,52 @@ def test_svr_protocol_rounding_and_columns():
     assert list(res) == ['clean_acc', 'noise_acc', 'time', 'converge_time']
     assert ROUND_DECIMALS['converge_time'] is None
     assert np.array_equal(res['clean_acc']['y_pred'], np.round(res['clean_acc']['y_pred']))  # integer %
+    assert np.array_equal(res['noise_acc']['y_pred'], np.round(res['noise_acc']['y_pred']))
     assert np.array_equal(res['time']['y_pred'], np.round(res['time']['y_pred']))  # integer ms
     assert not np.array_equal(res['converge_time']['y_pred'], np.round(res['converge_time']['y_pred']))
     with pytest.raises(ValueError):
         svr_protocol(x[:20], y[:20, :2], x[20:], y[20:, :2], seeds=[0], grid={'C': [10]})
+
+
+def test_fit_svr_seed_chooses_the_folds():
+    # The seed permutes the rows before the unshuffled folds: the same as permuting them by hand, and other
+    # seeds give other cross-validation scores.
+    rng = np.random.RandomState(2)
+    x = rng.uniform(-1, 1, (25, 2))
+    y = np.sin(3 * x[:, 0]) + 0.3 * rng.normal(size=25)
+    perm = np.random.RandomState(5).permutation(25)
+    m5, b5 = fit_svr(x, y, SMALL_GRID, seed=5)
+    m_hand, b_hand = fit_svr(x[perm], y[perm], SMALL_GRID, seed=None)
+    assert b5 == b_hand and np.allclose(m5.predict(x), m_hand.predict(x))
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.svm import SVR
+    scores = []
+    for seed in (None, 0, 1, 5):
+        xs, ys = (x, y) if seed is None else (x[np.random.RandomState(seed).permutation(25)],
+                                               y[np.random.RandomState(seed).permutation(25)])
+        scores.append(GridSearchCV(SVR(), SMALL_GRID, cv=KFold(5)).fit(xs, ys).cv_results_['mean_test_score'])
+    assert not all(np.allclose(scores[0], s) for s in scores[1:])
+
+
+def test_svr_protocol_never_sees_the_test_targets():
+    rng = np.random.RandomState(3)
+    x = rng.normal(size=(30, 3))
+    y = np.stack([50 + 10 * x[:, 0] + rng.normal(size=30)] * 4, 1)
+    kw = dict(seeds=[None, 0], grid=SMALL_GRID)
+    res = svr_protocol(x[:20], y[:20], x[20:], y[20:], **kw)
+    shuffled = svr_protocol(x[:20], y[:20], x[20:], y[20:][::-1], **kw)
+    for prop in res:
+        assert res[prop]['best_params'] == shuffled[prop]['best_params']
+        assert np.array_equal(res[prop]['y_pred'], shuffled[prop]['y_pred'])
+
+
+def test_fit_svr_needs_as_many_architectures_as_folds():
+    with pytest.raises(ValueError, match='4 training architectures for 5-fold cross-validation'):
+        fit_svr(np.zeros((4, 2)), np.arange(4.), SMALL_GRID)
+
+
+def test_round_predictions_follows_the_protocol():
+    pred = np.array([1.4, 2.6])
+    assert round_predictions(pred, 'clean_acc').tolist() == [1.0, 3.0]
+    assert round_predictions(torch.tensor([1.4, 2.6]), 'noise_acc').tolist() == [1.0, 3.0]
+    assert round_predictions(pred, 'converge_time').tolist() == [1.4, 2.6]

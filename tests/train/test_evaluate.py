@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from pyg_ghn.train.baselines import he_init_, train_sgd
+from pyg_ghn.train.baselines import DivergedError, he_init_, train_sgd
 from pyg_ghn.train.evaluate import bn_eval_mode, calibrate_bn, evaluate, mean_sem
 
 K = 10
@@ -300,5 +300,6 @@ def test_train_sgd_schedule_and_errors():
 
     bad = Bad()
     bad.p = nn.Parameter(torch.zeros(1))
-    with pytest.raises(RuntimeError, match='the loss is'):
+    with pytest.raises(DivergedError, match='the loss is nan at step 0'):
         train_sgd(bad, loader, 2)
+    assert issubclass(DivergedError, RuntimeError)  # what the original raised; callers catching it still do

@@ -89,17 +89,26 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def _plot_history(history: List[dict], path: str) -> None:
+    """Per-epoch training loss and training accuracy of the predicted networks against the step, with a
+    dotted line where the learning rate changes (the drops explain the curves' jumps)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(8, 3))
-    ep = [h['epoch'] for h in history]
-    ax[0].plot(ep, [h['loss'] for h in history])
-    ax[0].set(xlabel='epoch', ylabel='training loss')
-    ax[1].plot(ep, [h['acc'] for h in history])
-    ax[1].set(xlabel='epoch', ylabel='training accuracy of predicted nets (%)')
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    steps = [h.get('steps', h['epoch']) for h in history]
+    ax[0].plot(steps, [h['loss'] for h in history], marker='.')
+    ax[0].set(xlabel='training step', ylabel='training loss')
+    ax[1].plot(steps, [h['acc'] for h in history], marker='.')
+    ax[1].set(xlabel='training step', ylabel='top-1 of predicted nets (%)')
+    for prev, cur in zip(history, history[1:]):
+        if cur.get('lr') != prev.get('lr'):
+            for a in ax:  # the epoch that ends at cur trained with the new rate: the change is at prev's end
+                a.axvline(prev.get('steps', prev['epoch']), ls=':', c='gray')
+                a.annotate(f"lr {cur.get('lr'):g}", (prev.get('steps', prev['epoch']), 0.95), rotation=90,
+                           xycoords=('data', 'axes fraction'), va='top', ha='right', fontsize=8, color='gray')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def cmd_eval(a: argparse.Namespace) -> None:

@@ -123,3 +123,14 @@ def test_missing_checkpoint_fails_clearly(tmp_path):
         main(['predict', 'resnet18', '--ghn', missing])
     with pytest.raises(SystemExit, match='no GHN checkpoint'):
         main(['eval', '--ghn', missing, '--arch-root', str(tmp_path / 'archs'), '--num-nets', '1'])
+
+
+def test_training_curves_plot_marks_lr_changes(tmp_path):
+    from pyg_ghn.cli import _plot_history
+    hist = [dict(epoch=e, steps=100 * e, loss=2.0 - 0.1 * e, acc=20.0 + e, lr=1e-3 if e < 3 else 1e-4)
+            for e in range(1, 5)]
+    _plot_history(hist, str(tmp_path / 'curves.png'))
+    _plot_history([dict(epoch=1, loss=2.0, acc=10.0)], str(tmp_path / 'old_log.png'))  # logs without steps/lr
+    for name in ('curves.png', 'old_log.png'):
+        with open(tmp_path / name, 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n'

@@ -100,12 +100,13 @@ def _plot_history(history: List[dict], path: str) -> None:
     ax[0].set(xlabel='training step', ylabel='training loss')
     ax[1].plot(steps, [h['acc'] for h in history], marker='.')
     ax[1].set(xlabel='training step', ylabel='top-1 of predicted nets (%)')
-    for prev, cur in zip(history, history[1:]):
-        if cur.get('lr') != prev.get('lr'):
-            for a in ax:  # the epoch that ends at cur trained with the new rate: the change is at prev's end
-                a.axvline(prev.get('steps', prev['epoch']), ls=':', c='gray')
-                a.annotate(f"lr {cur.get('lr'):g}", (prev.get('steps', prev['epoch']), 0.95), rotation=90,
-                           xycoords=('data', 'axes fraction'), va='top', ha='right', fontsize=8, color='gray')
+    for i in range(1, len(history)):
+        lr = history[i].get('lr')
+        if lr != history[i - 1].get('lr'):
+            for a in ax:  # epoch i trained with the new rate: the change is where epoch i - 1 ended
+                a.axvline(steps[i - 1], ls=':', c='gray')
+                a.annotate(f'lr {lr:g}', (steps[i - 1], 0.95), rotation=90, xycoords=('data', 'axes fraction'),
+                           va='top', ha='right', fontsize=8, color='gray')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

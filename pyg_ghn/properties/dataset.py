@@ -85,20 +85,18 @@ class ArchPropertyDataset(Dataset):
         records.sort(key=lambda r: (r['split'] != train_split, r['split'] != test_split, r['split'], r['idx']))
         self.records: List[Dict[str, Any]] = records
         # The targets are not in the key: re-measured properties of the same networks reuse the graphs.
-        key = json.dumps([[r['split'], r['idx'], r['net_args']] for r in records] + [max_sp_dist, repr(pre_transform)],
-                         sort_keys=True)
+        key = json.dumps([[r['split'], r['idx'], r['net_args']] for r in records]
+                         + [max_sp_dist, repr(pre_transform)], sort_keys=True)
+        y = torch.tensor([[float(r[k]) for k in self.properties] for r in records], dtype=torch.float)
+        self._y = y.view(len(records), 1, len(self.properties))  # one [1, P] row per graph
         self._hash = hashlib.sha1(key.encode()).hexdigest()[:12]
         self._graphs: List[ArchGraph] = []
         super().__init__(root, transform, pre_transform, log=log)
         if not self._graphs:
             stored = torch.load(self.processed_paths[0], weights_only=True)
             self._graphs = [ArchGraph(**d) for d in stored]
-        for g, yi in zip(self._graphs, self._targets()):
+        for g, yi in zip(self._graphs, self._y):
             g.y = yi
-
-    def _targets(self) -> Tensor:
-        y = torch.tensor([[float(r[k]) for k in self.properties] for r in self.records], dtype=torch.float)
-        return y.view(len(self.records), 1, len(self.properties))
 
     @property
     def raw_file_names(self) -> List[str]:
@@ -116,7 +114,7 @@ class ArchPropertyDataset(Dataset):
         from ..datasets.deepnets1m import build_network
         from ..graph.builder import from_module
         graphs = []
-        for r, y in zip(tqdm(self.records, desc='architecture graphs', disable=not self.log), self._targets()):
+        for r, y in zip(tqdm(self.records, desc='architecture graphs', disable=not self.log), self._y):
             g = from_module(build_network(r['net_args']), max_sp_dist=self.max_sp_dist, warn=False)
             g.y, g.split, g.net_idx = y, r['split'], int(r['idx'])  # y set here too: a pre_transform may read it
             g.net_args = json.dumps(r['net_args'], separators=(',', ':'), sort_keys=True)
@@ -146,9 +144,8 @@ class ArchPropertyDataset(Dataset):
         """``{'train': indices of the train_split architectures, 'valid': empty, 'test': of the test_split
         ones}``: OGB's keys; ``'valid'`` is empty because the protocol tunes by cross-validation on ``'train'``."""
         splits = [self.records[i]['split'] for i in self.indices()]
-        out = {name: torch.tensor([i for i, s in enumerate(splits) if s == which], dtype=torch.long)
-               for name, which in (('train', self.train_split), ('test', self.test_split))}
-        return {'train': out['train'], 'valid': torch.empty(0, dtype=torch.long), 'test': out['test']}
+        of = lambda which: torch.tensor([i for i, s in enumerate(splits) if s == which], dtype=torch.long)  # noqa: E731
+        return {'train': of(self.train_split), 'valid': torch.empty(0, dtype=torch.long), 'test': of(self.test_split)}
 
     def __repr__(self) -> str:
         counts = {k: len(v) for k, v in self.get_idx_split().items()}

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 __all__ = ['he_init_', 'train_sgd', 'DivergedError']
 
 
-
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite (a :class:`RuntimeError`, as the original trainer raised)."""
+
 
 def _rng_devices(model: nn.Module) -> List[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == 'cuda'})

@@ -35,10 +35,12 @@ def _load_model(spec: str, num_classes: Optional[int] = None) -> torch.nn.Module
     return torchvision.models.get_model(spec, **kwargs)
 
 
-def _ghn(path: Optional[str], config: str, dataset: str, device: str) -> Any:
+def _ghn(path: Optional[str], config: str, dataset: str, device: str, seed: int = 0) -> Any:
     from .nn import GHN
     if path is None or path == 'random':
-        return GHN.from_config(config, dataset).to(device).eval()
+        with torch.random.fork_rng(devices=[]):  # the same random GHN on every run
+            torch.manual_seed(seed)
+            return GHN.from_config(config, dataset).to(device).eval()
     if path == 'pretrained':
         return GHN.from_pretrained().to(device)
     if not os.path.exists(path):
@@ -51,6 +53,9 @@ def cmd_train(a: argparse.Namespace) -> None:
     from .datasets.deepnets1m import DeepNets1M, build_network
     from .nn import GHN
     from .train.trainer import TrainConfig, Trainer
+    if os.path.exists(a.ckpt) and not a.resume:
+        raise SystemExit(f'error: {a.ckpt!r} exists: pass --resume to continue that run, or give a new --ckpt '
+                         '(--init PATH warm-starts a new run from GHN weights).')
     torch.manual_seed(a.seed)
     if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # launched by torchrun: ranks share each meta-batch
         import torch.distributed as dist
@@ -72,12 +77,15 @@ def cmd_train(a: argparse.Namespace) -> None:
     trainer = Trainer(ghn, archs, loaders.train, build_network, cfg, ckpt_path=a.ckpt, num_workers=a.workers,
                       device=a.device, log_path=a.log)
     if a.resume and os.path.exists(a.ckpt):
-        trainer.load_checkpoint(a.ckpt)
+        try:
+            trainer.load_checkpoint(a.ckpt)
+        except (RuntimeError, ValueError) as e:
+            raise SystemExit(f'error: {e}')
         print(f'resumed from {a.ckpt}: epoch {trainer.state.epoch}, step {trainer.state.global_step}')
-    t = time.time()
+    t, start = time.time(), trainer.state.global_step
     history = trainer.train(time_limit=a.time_limit, max_steps=a.max_steps)
-    print(f'trained {trainer.state.global_step} steps in {time.time() - t:.0f} s this run '
-          f'({trainer.state.skipped} skipped)')
+    print(f'trained {trainer.state.global_step - start} steps in {time.time() - t:.0f} s this run, '
+          f'{trainer.state.global_step} in all ({trainer.state.skipped} skipped)')
     for h in history[-3:]:
         print(json.dumps(h))
     if a.out:
@@ -126,7 +134,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
         from .train.baselines import he_init_
         init = lambda net: he_init_(net, seed=0)  # noqa: E731
     recs = evaluate_ghn(ghn, archs, loaders.eval, a.device, a.bn_mode, loaders.train, init=init,
-                        max_batches=a.max_batches)
+                        max_batches=a.max_batches, calibrate_batches=a.calibrate_batches)
     summary = summarize(recs)
     for k, (m, s) in summary.items():
         print(f'{k:>22}: {m:8.3f} ± {s:.3f}')
@@ -230,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--data-root', default=None)
     e.add_argument('--bn-mode', nargs='+', default=['batch'], choices=['batch', 'running'])
     e.add_argument('--max-batches', type=int, default=None)
+    e.add_argument('--calibrate-batches', type=int, default=200,
+                   help="training batches that calibrate BN statistics for --bn-mode running (appendix C.1: 200)")
     e.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     e.add_argument('--out', default=None, help='JSON with per-architecture records')
     e.set_defaults(func=cmd_eval)

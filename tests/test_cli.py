@@ -56,6 +56,18 @@ def test_train_writes_a_loadable_ghn(trained):
     assert not torch.equal(ghn.op_embed.weight, GHN.from_config('ghn2').op_embed.weight)
 
 
+def test_train_never_overwrites_or_mixes_runs(trained):
+    work, _ = trained
+    common = ['--arch-root', 'archs', '--archs', '4', '--epochs', '1', '--steps-per-epoch', '2', '--meta-batch',
+              '2', '--batch-size', '16', '--threads', '1', '--device', 'cpu', '--ckpt', 'run/trainer.pt']
+    before = (work / 'run' / 'trainer.pt').read_bytes()
+    res = cli('train', *common, cwd=work, check=False)
+    assert res.returncode != 0 and "'run/trainer.pt' exists: pass --resume" in res.stderr, res.stderr
+    res = cli('train', *common, '--resume', '--seed', '7', cwd=work, check=False)
+    assert res.returncode != 0 and 'seed: 1111 in the checkpoint, 7 now' in res.stderr, res.stderr
+    assert (work / 'run' / 'trainer.pt').read_bytes() == before
+
+
 def test_export_saves_the_ghn_of_a_training_checkpoint(trained, monkeypatch, capsys):
     work, _ = trained
     monkeypatch.chdir(work)

@@ -66,7 +66,7 @@ def train_sgd(model: nn.Module, loader: Iterable, steps: int, lr: float = 0.025,
               weight_decay: float = 3e-4, grad_clip: Optional[float] = 5.0, schedule: str = 'cosine',
               optimizer: str = 'sgd', device: Optional[Union[str, torch.device]] = None,
               seed: Optional[int] = None, loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-              progress: bool = False) -> List[float]:
+              progress: bool = False, callback: Optional[Callable[[int], None]] = None) -> List[float]:
     r"""Trains ``model`` in place for ``steps`` updates, cycling over ``loader`` (the paper's "SGD (k
     epochs)" baselines; build the loader with ``batch_size=96`` to match them).
 
@@ -91,6 +91,12 @@ def train_sgd(model: nn.Module, loader: Iterable, steps: int, lr: float = 0.025,
             (shuffling and in-memory augmentation).
         loss_fn (callable): ``loss_fn(logits, labels)``, cross-entropy by default.
         progress (bool): show a tqdm progress bar.
+        callback (callable, optional): ``callback(t)`` after update ``t`` (1-based), e.g. to evaluate the
+            model at several budgets of one run (with ``schedule='constant'``, the model after ``t``
+            updates is then the model of a ``steps=t`` run). It runs inside the run's random state: wrap
+            anything that draws random numbers (iterating a ``DataLoader`` does) in
+            :func:`torch.random.fork_rng` to leave the run unchanged. The model is put back in train mode
+            after it.
 
     Returns:
         list of float: the training loss of every step.
@@ -149,6 +155,9 @@ def train_sgd(model: nn.Module, loader: Iterable, steps: int, lr: float = 0.025,
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f'{losses[-1]:.3f}')
+                    if callback is not None:
+                        callback(len(losses))
+                        model.train()
                     if len(losses) == steps:
                         break
                 if len(losses) == n_before:

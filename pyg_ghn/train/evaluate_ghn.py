@@ -13,7 +13,7 @@ __all__ = ['evaluate_ghn', 'summarize']
 
 def evaluate_ghn(ghn: Optional[nn.Module], architectures: Iterable[Tuple[str, nn.Module, Any]],
                  test_loader: Iterable, device: Any = 'cpu', bn_modes: Sequence[str] = ('batch',),
-                 calibrate_loader: Optional[Iterable] = None, calibrate_batches: int = 50,
+                 calibrate_loader: Optional[Iterable] = None, calibrate_batches: int = 200,
                  init: Optional[Callable[[nn.Module], Any]] = None, max_batches: Optional[int] = None,
                  topk: Sequence[int] = (1, 5), progress: bool = True) -> List[Dict[str, Any]]:
     r"""Predicts the parameters of every architecture with ``ghn`` and measures test accuracy.
@@ -39,9 +39,11 @@ def evaluate_ghn(ghn: Optional[nn.Module], architectures: Iterable[Tuple[str, nn
         params, seconds = None, 0.
         if ghn is not None:
             ghn.eval()
+            _sync(device)
             t = time.perf_counter()
             with torch.no_grad():
                 params = ghn.predict_parameters(graph.to(device) if graph is not None else _graph(ghn, net))[0]
+            _sync(device)  # CUDA runs asynchronously: without this the time would stop before the work
             seconds = time.perf_counter() - t
         elif init is not None:
             init(net)
@@ -58,6 +60,11 @@ def evaluate_ghn(ghn: Optional[nn.Module], architectures: Iterable[Tuple[str, nn
     return records
 
 
+def _sync(device: Any) -> None:
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
 def _graph(ghn: nn.Module, net: nn.Module) -> Any:
     from ..graph.builder import from_module
     return from_module(net, max_sp_dist=getattr(ghn, 'max_sp_dist', 50), warn=False)
@@ -65,5 +72,7 @@ def _graph(ghn: nn.Module, net: nn.Module) -> Any:
 
 def summarize(records: List[Dict[str, Any]]) -> Dict[str, Tuple[float, float]]:
     """Mean and standard error over architectures of every numeric field, as Tables 3-4 report."""
+    if not records:
+        raise ValueError('summarize: no records (no architectures were evaluated)')
     keys = [k for k in records[0] if isinstance(records[0][k], (int, float)) and k != 'num_params']
     return {k: mean_sem([r[k] for r in records]) for k in keys}

@@ -61,7 +61,8 @@ class _State:
     step_in_epoch: int = 0
     global_step: int = 0
     draws: int = 0  # meta-batches consumed from the architecture stream (incl. over-budget ones)
-    skipped: int = 0
+    skipped: int = 0  # over the whole run (the history reports it)
+    skipped_in_epoch: int = 0  # what the abort test counts, as the original's per-epoch failed_batches
     epoch_sums: List[float] = field(default_factory=lambda: [0., 0., 0., 0.])  # loss, acc, steps, seconds
     history: List[Dict[str, float]] = field(default_factory=list)
 
@@ -151,6 +152,7 @@ class Trainer:
         if self.device.type == 'cuda':
             torch.cuda.empty_cache()
         self.state.skipped += 1
+        self.state.skipped_in_epoch += 1
 
     def step(self, batch: Any, images: Tensor, targets: Tensor) -> Optional[Dict[str, float]]:
         """One optimizer step; ``None`` when the step is skipped (non-finite loss or out of memory)."""
@@ -180,6 +182,12 @@ class Trainer:
             self._all_reduce_grads()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.ghn.parameters(), c.grad_clip)
+        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            # A finite loss can still give inf/NaN gradients; one Adam step with them would turn every GHN
+            # weight into NaN for good. (With AMP the scaler skips such steps itself and lowers its scale.)
+            # The gradients are all-reduced, so every rank sees the same norm and skips together.
+            self._skip()
+            return None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {'loss': loss.item(), 'acc': acc.item(), 'grad_norm': float(grad_norm)}
@@ -191,11 +199,13 @@ class Trainer:
                                       self.num_workers, self.rank, self.world_size))
 
     def _over_budget(self, batch: Any) -> bool:
-        share = self.config.max_nodes * batch.num_graphs / self.config.meta_batch
-        over = torch.tensor(float(batch.num_nodes > share))
+        # The whole meta-batch against max_nodes, as in one process: with ranks, their node counts are summed
+        # (on the training device, which NCCL needs), so an uneven split of an allowed meta-batch still passes.
+        size = torch.tensor([float(batch.num_nodes), float(batch.num_graphs)], device=self.device)
         if self.world_size > 1:
-            dist.all_reduce(over, op=dist.ReduceOp.MAX)
-        return over.item() > 0
+            dist.all_reduce(size)
+        nodes, graphs = size.tolist()
+        return nodes > self.config.max_nodes * graphs / self.config.meta_batch
 
     def train(self, epochs: Optional[int] = None, time_limit: Optional[float] = None,
               max_steps: Optional[int] = None) -> List[Dict[str, float]]:
@@ -235,6 +245,7 @@ class Trainer:
                        desc=f'epoch {self.state.epoch + 1}/{c.epochs}', disable=not self.progress or self.rank)
             if self.state.step_in_epoch == 0:
                 self.state.epoch_sums = [0., 0., 0., 0.]
+                self.state.skipped_in_epoch = 0
             sums, t0 = self.state.epoch_sums, time.time() - self.state.epoch_sums[3]
             while self.state.step_in_epoch < self.steps_per_epoch:
                 try:
@@ -249,11 +260,12 @@ class Trainer:
                     if not self._over_budget(batch):
                         break
                 out = self.step(batch.to(self.device), images, targets)
-                if out is None and self.state.skipped > max_skipped:
+                if out is None and self.state.skipped_in_epoch > max_skipped:
                     raise TooManySkippedSteps(
-                        f'{self.state.skipped} steps were skipped (non-finite loss or out of memory), more '
-                        f'than {max_skipped} ({c.max_skipped_frac:.0%} of an epoch). Lower the learning rate, '
-                        f'train without --amp, or reduce --meta-batch / --max-nodes.')
+                        f'{self.state.skipped_in_epoch} steps of epoch {self.state.epoch + 1} were skipped '
+                        f'(non-finite loss or gradients, or out of memory), more than {max_skipped} '
+                        f'({c.max_skipped_frac:.0%} of an epoch). Lower the learning rate, train without '
+                        f'--amp, or reduce --meta-batch / --max-nodes.')
                 self.state.step_in_epoch += 1
                 self.state.global_step += 1
                 if out is not None:
@@ -281,7 +293,7 @@ class Trainer:
             self.scheduler.step()
             self.save_checkpoint()
             self._write_log()
-            if budget_spent():
+            if budget_spent() or (deadline is not None and time.time() > deadline):
                 break
         return self.state.history
 
@@ -290,7 +302,8 @@ class Trainer:
         return {'format': 'pyg_ghn.trainer', 'ghn': self.ghn.state_dict(), 'ghn_config': self.ghn.config,
                 'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
                 'scaler': self.scaler.state_dict(), 'train_config': asdict(self.config),
-                'state': asdict(self.state), 'rng': _get_rng_state()}
+                'num_architectures': _len_or_none(self.dataset), 'state': asdict(self.state),
+                'rng': _get_rng_state()}
 
     def save_checkpoint(self, path: Optional[str] = None) -> None:
         path = path or self.ckpt_path
@@ -313,6 +326,7 @@ class Trainer:
             raise RuntimeError(f'Cannot read training checkpoint {path!r}: {e}') from e
         if not isinstance(ckpt, dict) or ckpt.get('format') != 'pyg_ghn.trainer':
             raise RuntimeError(f'{path!r} is not a pyg_ghn training checkpoint (use GHN.load for GHN weights).')
+        self._check_same_run(path, ckpt)
         self.ghn.load_state_dict(ckpt['ghn'])
         self.optimizer.load_state_dict(ckpt['optimizer'])
         self.scheduler.load_state_dict(ckpt['scheduler'])
@@ -321,6 +335,23 @@ class Trainer:
         self._resume_rng = ckpt['rng']
         _set_rng_state(ckpt['rng'])
 
+    # What fixes the run's data order and schedule: resuming with another value would silently continue a
+    # different run (the scheduler state would even keep the old milestones).
+    _RUN_KEYS = ('seed', 'meta_batch', 'max_nodes', 'steps_per_epoch', 'epochs', 'lr', 'lr_milestones',
+                 'gamma', 'weight_decay', 'grad_clip')
+
+    def _check_same_run(self, path: str, ckpt: Dict[str, Any]) -> None:
+        saved, now = ckpt.get('train_config', {}), asdict(self.config)
+        diff = [f'{k}: {saved[k]!r} in the checkpoint, {now[k]!r} now' for k in self._RUN_KEYS
+                if k in saved and _plain(saved[k]) != _plain(now[k])]
+        n_saved, n_now = ckpt.get('num_architectures'), _len_or_none(self.dataset)
+        if n_saved is not None and n_now is not None and n_saved != n_now:
+            diff.append(f'training architectures: {n_saved} in the checkpoint, {n_now} now')
+        if diff:
+            raise ValueError(f'{path!r} is another training run; resume it with its own settings or start a new '
+                             'run with another checkpoint path (--init warm-starts from GHN weights). '
+                             + '; '.join(diff))
+
     def _write_log(self) -> None:
         if self.log_path is None or self.rank != 0:
             return
@@ -328,6 +359,17 @@ class Trainer:
         with open(tmp, 'w') as f:
             json.dump({'config': asdict(self.config), 'history': self.state.history}, f, indent=1)
         os.replace(tmp, self.log_path)
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+def _len_or_none(dataset: Any) -> Optional[int]:
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
 
 
 def _get_rng_state() -> Dict[str, Any]:
@@ -348,5 +390,6 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     random.setstate(ast.literal_eval(state['python']))
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        # map_location may have moved the saved states to the GPU; the generators take CPU byte tensors only
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 

@@ -303,3 +303,41 @@ def test_train_sgd_schedule_and_errors():
     with pytest.raises(DivergedError, match='the loss is nan at step 0'):
         train_sgd(bad, loader, 2)
     assert issubclass(DivergedError, RuntimeError)  # what the original raised; callers catching it still do
+
+
+def test_train_sgd_callback_gives_every_budget_of_one_constant_run():
+    # The SGD baselines of reproduce.py read 100 steps, 500 steps and 1 epoch off one constant-LR run: the
+    # model after t updates of a long run must be the model of a t-step run, even when the callback
+    # evaluates on a shuffled DataLoader (which draws from the global RNG) and switches modes.
+    x = torch.randn(96, 4)
+    data = TensorDataset(x, (x[:, 0] + 0.5 * x[:, 1] > 0).long())
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
+
+    def loader():
+        return DataLoader(data, batch_size=16, shuffle=True, generator=torch.Generator())
+
+    probe = DataLoader(data, batch_size=32, shuffle=True)   # global-RNG shuffling, as an evaluation would
+    snapshots, seen = {}, []
+
+    def callback(t):
+        seen.append(t)
+        with torch.random.fork_rng():
+            evaluate(net, probe)
+        if t in (3, 8):
+            snapshots[t] = {k: v.clone() for k, v in net.state_dict().items()}
+
+    net = model()
+    losses = train_sgd(net, loader(), 10, schedule='constant', seed=1, callback=callback)
+    assert seen == list(range(1, 11)) and len(losses) == 10 and net.training
+    for t in (3, 8):
+        ref = model()
+        assert train_sgd(ref, loader(), t, schedule='constant', seed=1) == losses[:t]
+        for k, v in ref.state_dict().items():
+            assert torch.equal(v, snapshots[t][k]), (t, k)
+    # Without fork_rng the same callback changes the run: the test above can tell.
+    net2 = model()
+    train_sgd(net2, loader(), 10, schedule='constant', seed=1, callback=lambda t: evaluate(net2, probe))
+    assert not torch.equal(net2[0].weight, net[0].weight)

@@ -186,13 +186,71 @@ def test_too_many_skipped_steps_raise(archs, loaders):
     trainer = make_trainer(archs, _images_loader(x, y, nan_batches=[0, 1]), meta_batch=2, steps_per_epoch=100,
                            max_skipped_frac=0.02)  # 2 skipped steps allowed
     before = ghn_weights(trainer)
-    with pytest.raises(TooManySkippedSteps, match=r'3 steps were skipped .*more than 2 .*Lower the learning rate'):
+    with pytest.raises(TooManySkippedSteps,
+                       match=r'3 steps of epoch 1 were skipped .*more than 2 .*Lower the learning rate'):
         trainer.train()
     assert trainer.state.skipped == 3 and trainer.state.global_step == 2
     assert_state_dicts_equal(before, ghn_weights(trainer))
 
 
+def test_skipped_steps_are_limited_per_epoch_not_per_run(archs, loaders):
+    # One bad batch per epoch (the loader is not shuffled) with 1 skip allowed per epoch: a long run must not
+    # abort because the skips add up over epochs (the original resets its count every epoch).
+    x, y = next(iter(DataLoader(loaders.train.dataset, batch_size=64)))
+    trainer = make_trainer(archs, _images_loader(x, y, nan_batches=[1]), meta_batch=2, steps_per_epoch=4,
+                           epochs=3, max_skipped_frac=0.25)
+    history = trainer.train()
+    assert trainer.state.global_step == 12 and trainer.state.skipped == 3
+    assert [h['skipped'] for h in history] == [1, 2, 3]
+
+
+def test_non_finite_gradients_with_a_finite_loss_skip_the_step(archs, loaders, images):
+    x, y = images
+    trainer = make_trainer(archs, loaders.train)
+    batch = first_meta_batch(archs)
+    before = ghn_weights(trainer)
+    hook = trainer.ghn.op_embed.weight.register_hook(lambda g: g * float('nan'))
+    assert trainer.step(batch, x, y) is None  # the loss was finite; one gradient was not
+    assert trainer.state.skipped == 1 and not trainer.optimizer.state
+    assert_state_dicts_equal(before, ghn_weights(trainer))
+    hook.remove()
+    out = trainer.step(batch, x, y)
+    assert out is not None and math.isfinite(out['grad_norm'])
+    assert all(torch.isfinite(p).all() for p in trainer.ghn.parameters())
+
+
+def test_node_budget_is_on_the_whole_meta_batch_across_ranks(archs, loaders, monkeypatch):
+    # A meta-batch of 2 graphs split over 2 ranks, 10 + 30 nodes, max_nodes 50: one process would take it, so
+    # the ranks must too (the sum is what counts, not each rank's share of the budget).
+    from types import SimpleNamespace
+
+    import pyg_ghn.train.trainer as trainer_module
+    trainer = make_trainer(archs, loaders.train, meta_batch=2, max_nodes=50)
+    other_rank = torch.tensor([30., 1.])
+    monkeypatch.setattr(trainer_module.dist, 'all_reduce', lambda t, *a, **k: t.add_(other_rank))
+    trainer.world_size = 2
+    assert not trainer._over_budget(SimpleNamespace(num_nodes=10, num_graphs=1))
+    other_rank = torch.tensor([45., 1.])
+    assert trainer._over_budget(SimpleNamespace(num_nodes=10, num_graphs=1))
+    trainer.world_size = 1
+    assert trainer._over_budget(SimpleNamespace(num_nodes=51, num_graphs=2))
+    assert not trainer._over_budget(SimpleNamespace(num_nodes=50, num_graphs=2))
+
+
 # ---------------------------------------------------------------- checkpoints and exact resumption
+
+def test_resume_refuses_another_run(archs, loaders, tmp_path):
+    path = str(tmp_path / 'trainer.pt')
+    make_trainer(archs, loaders.train).save_checkpoint(path)
+    make_trainer(archs, loaders.train, init_seed=1).load_checkpoint(path)  # the same run: fine
+    with pytest.raises(ValueError, match=r"another training run.*seed: 0 in the checkpoint, 1 now; "
+                                         r"meta_batch: 4 in the checkpoint, 2 now"):
+        make_trainer(archs, loaders.train, seed=1, meta_batch=2).load_checkpoint(path)
+    with pytest.raises(ValueError, match=r'training architectures: 6 in the checkpoint, 4 now'):
+        make_trainer(archs[:4], loaders.train).load_checkpoint(path)
+    # Settings that do not change the run (checkpoint frequency, logging) may differ.
+    make_trainer(archs, loaders.train, ckpt_every=7, log_every=3).load_checkpoint(path)
+
 
 def _small_augmented_loader():
     # 32 real images, augmented and shuffled like image_loaders' training loader; an epoch of 4 steps wraps
@@ -224,8 +282,9 @@ def test_kill_and_resume_gives_the_same_weights(arch_root, tmp_path):
         trainer.load_checkpoint(ckpt)
         trainer.train(time_limit=0)
         steps.append(trainer.state.global_step)
-    # The time limit only stops inside an epoch; a stop at step 3 resumes past the end of the loader.
-    assert steps == [1, 2, 3, 5, 6, 7, 8]
+    # Every step crosses the limit, so the run stops after each one, inside an epoch and at its end (step 4);
+    # a stop at step 3 resumes past the end of the 2-batch loader.
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
 
     assert_state_dicts_equal(ghn_weights(ref), ghn_weights(trainer))
     for a, b in zip(ref.optimizer.state.values(), trainer.optimizer.state.values()):

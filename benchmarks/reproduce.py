@@ -3,7 +3,7 @@ architectures, with the baselines, regenerated from checkpoints.
 
     python benchmarks/reproduce.py --ghn GHN-2=pyg_ghn/checkpoints/ghn2_fmnist.pt [--ghn NAME=PATH ...]
         [--splits test wide deep dense bnfree predefined] [--num-nets 100] [--ood-nets 20]
-        [--baselines he sgd100] [--sgd-nets 10] [--out benchmarks/results_fmnist.json]
+        [--baselines he sgd10 sgd100 sgd500 sgd1ep] [--sgd-nets 10] [--out benchmarks/results_fmnist.json]
 
 Every (method, split, architecture) result is appended to the JSON as soon as it is measured, and results
 already there are skipped, so the script can be stopped and run again (e.g. in the background across
@@ -48,6 +48,11 @@ PAPER_CIFAR10_PREDEFINED = {'GHN-2': (58.6, 11.4), 'GHN-1': (19.2, 18.2), 'MLP':
                             'No virtual edges': (41.9, 12.1), 'b_m = 1': (50.6, 17.8)}
 
 
+# The GHNs drawn as lines in the --plot-sgd figure when the results hold many (all are printed).
+PLOT_METHODS = ('GHN-2', 'GHN-2 (488 steps)', 'GHN-2 (148 steps, CPU)', 'MLP (148 steps)',
+                'b_m = 1, 8x longer (1184 steps)', 'He init')
+
+
 def architectures(split: str, n: int, root: str) -> List[Tuple[str, torch.nn.Module]]:
     if split == 'predefined':
         return [('ResNet-50', predefined.resnet50()), ('ViT', predefined.vit())]
@@ -75,12 +80,16 @@ def main() -> None:
     p.add_argument('--splits', nargs='+', default=['test', 'wide', 'deep', 'dense', 'bnfree', 'predefined'])
     p.add_argument('--num-nets', type=int, default=100, help='ID test architectures')
     p.add_argument('--ood-nets', type=int, default=20, help='architectures per OOD split')
-    p.add_argument('--baselines', nargs='*', default=['he'], help='he, sgd100, sgd500, sgd1ep (one epoch)')
+    p.add_argument('--baselines', nargs='*', default=['he'],
+                   help='he; sgdN: N SGD steps from He init (sgd100, sgd500, ...); sgd1ep: one epoch. All SGD '
+                        'budgets of a network come from one run')
     p.add_argument('--sgd-nets', type=int, default=10, help='architectures per split for SGD baselines')
     p.add_argument('--max-batches', type=int, default=None)
     p.add_argument('--root', default='data/deepnets1m')
     p.add_argument('--out', default='benchmarks/results_fmnist.json')
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--plot-sgd', default=None, metavar='PNG',
+                   help='plot ID-test top-1 against SGD steps, with each GHN as the SGD budget it is worth')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings('ignore', message='.*have no node.*')
@@ -101,9 +110,18 @@ def main() -> None:
             raise SystemExit(f'{args.out} has results of {name!r} from {sorted(used)}, not {path}: '
                              'give this checkpoint another name')
         ghns[name] = (GHN.load(path), path)
-    sgd_steps = {'SGD 100 steps': 100, 'SGD 500 steps': 500, 'SGD 1 epoch': len(loaders.train)}
-    names = {'he': 'He init', 'sgd100': 'SGD 100 steps', 'sgd500': 'SGD 500 steps', 'sgd1ep': 'SGD 1 epoch'}
-    baselines = [names[b] for b in args.baselines]
+    baselines, sgd_steps = [], {}
+    for b in args.baselines:
+        if b == 'he':
+            baselines.append('He init')
+        elif b == 'sgd1ep':
+            baselines.append('SGD 1 epoch')
+            sgd_steps['SGD 1 epoch'] = len(loaders.train)
+        elif b.startswith('sgd') and b[3:].isdigit() and int(b[3:]) > 0:
+            baselines.append(f'SGD {int(b[3:])} steps')
+            sgd_steps[baselines[-1]] = int(b[3:])
+        else:
+            raise SystemExit(f"error: unknown baseline {b!r} (he, sgdN for N steps, sgd1ep)")
 
     def record(method, split, net_name, net, seconds, params=None, **extra):
         acc = evaluate(net, loaders.eval, topk=(1, 5), bn_mode='batch', params=params,
@@ -133,6 +151,63 @@ def main() -> None:
                                                                           schedule='constant'))
 
     print_tables(results, args.max_batches)
+    if args.plot_sgd:
+        sgd_equivalents(results, args.max_batches, args.plot_sgd, len(loaders.train))
+
+
+def sgd_equivalents(results: Dict[str, Any], max_batches: Optional[int], path: str, epoch_steps: int) -> None:
+    """What predicted parameters are worth in SGD steps (the paper's "GHN-2 ~ 2500 SGD iterations"): for
+    every ID-test network with an SGD curve (constant-LR runs), the step count at which the curve reaches
+    each method's accuracy on the same network, interpolated linearly in log-steps; printed and plotted."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    recs = [r for r in results['records'] if r['split'] == 'test' and r.get('max_batches') == max_batches]
+    curves: Dict[str, Dict[int, float]] = {}
+    for r in recs:
+        if r.get('schedule') == 'constant':
+            steps = epoch_steps if r['method'] == 'SGD 1 epoch' else int(r['method'].split()[1])
+            curves.setdefault(r['net'], {})[steps] = r['top1']
+    if not curves:
+        print('no constant-LR SGD curves in the results: run with --baselines sgd10 ... sgd1ep first')
+        return
+    others = [m for m in dict.fromkeys(r['method'] for r in recs) if not m.startswith('SGD')]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    xs = sorted({k for c in curves.values() for k in c})
+    mean = [np.mean([c[k] for c in curves.values() if k in c]) for k in xs]
+    for net, c in sorted(curves.items()):
+        ks = sorted(c)
+        ax.plot(ks, [c[k] for k in ks], color='0.75', lw=0.8)
+    ax.plot(xs, mean, 'k-o', ms=3, label=f'SGD from He init, lr 0.025 (mean of {len(curves)} nets)')
+    print(f'\nSGD steps each method is worth, on the {len(curves)} ID-test nets with an SGD curve '
+          '(">" = above the whole curve, "<" = below it):')
+    for k, m in enumerate(others):
+        worth, accs = [], []
+        for net, c in sorted(curves.items()):
+            acc = next((r['top1'] for r in recs if r['method'] == m and r['net'] == net), None)
+            if acc is None:
+                continue
+            accs.append(acc)
+            ks = sorted(c)
+            ys = np.maximum.accumulate([c[x] for x in ks])  # steps to first reach an accuracy
+            if acc > ys[-1]:
+                worth.append(f'>{ks[-1]}')
+            elif acc < ys[0]:
+                worth.append(f'<{ks[0]}')
+            else:
+                worth.append(f'{np.exp(np.interp(acc, ys, np.log(ks))):.0f}')
+        if accs:
+            print(f'  {m:<34} top-1 {np.mean(accs):5.1f}  worth {", ".join(worth)} steps')
+            if m in PLOT_METHODS or len(others) <= 4:
+                ax.axhline(np.mean(accs), ls='--', lw=1, color=f'C{k}', label=f'{m} ({np.mean(accs):.1f}%)')
+    ax.set_xscale('log')
+    ax.set(xlabel='SGD steps (batches of 96)', ylabel='top-1 (%)',
+           title='Predicted parameters vs SGD from scratch, ID-test')
+    ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f'saved {path}')
 
 
 def sgd_baselines(net: torch.nn.Module, budgets: Dict[str, int], train_loader, record) -> None:
@@ -140,7 +215,9 @@ def sgd_baselines(net: torch.nn.Module, budgets: Dict[str, int], train_loader, r
     cosine schedule is still at ~0.025 in epoch 1): one constant-LR run of the largest budget, evaluated at
     every smaller one on the way, gives them all for the cost of the longest."""
     he_init_(net, seed=0)
-    at = {steps: method for method, steps in budgets.items()}
+    at: Dict[int, List[str]] = {}
+    for method, steps in budgets.items():
+        at.setdefault(steps, []).append(method)
     t0 = time.perf_counter()
     evaluating = 0.0  # the seconds of a record are training time only
 
@@ -149,7 +226,8 @@ def sgd_baselines(net: torch.nn.Module, budgets: Dict[str, int], train_loader, r
         if t in at:
             t1 = time.perf_counter()
             with torch.random.fork_rng():  # evaluating must not change the rest of the run
-                record(at[t], t1 - t0 - evaluating)
+                for method in at[t]:
+                    record(method, t1 - t0 - evaluating)
             evaluating += time.perf_counter() - t1
 
     train_sgd(net, train_loader, max(at), schedule='constant', seed=0, callback=callback)

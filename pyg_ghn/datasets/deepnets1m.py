@@ -59,7 +59,12 @@ class ArchitectureDataset(Dataset):
 
     def __getitem__(self, idx: Any) -> Any:
         if isinstance(idx, tuple):
-            data = self.get(idx)
+            i, seed = idx
+            n = len(self)
+            if not -n <= int(i) < n:
+                raise IndexError(f'architecture index {i} is out of range for {n} architectures')
+            # through indices(), so that a subset (ds[a:b], ds[perm], ds.shuffle()) draws its own networks
+            data = self.get((self.indices()[int(i)], seed))
             return data if self.transform is None else self.transform(data)
         return super().__getitem__(idx)
 
@@ -82,7 +87,9 @@ class DeepNets1M(ArchitectureDataset):
     Splits: ``train`` (the paper uses :math:`10^6`), ``val`` and ``test`` (500 each), out-of-distribution
     ``wide``, ``deep``, ``dense``, ``bnfree`` (100 each) and ``search``. Each split has its own seed, so
     splits never share a random stream (the original script makes ``test`` a prefix of ``train``);
-    ``train`` additionally excludes every architecture of ``val`` and ``test``.
+    ``train`` additionally excludes the architectures of the default ``val`` and ``test`` (their default
+    sizes and seeds; not those of a custom ``seed`` or ``num_nets``, nor the OOD splits, whose rules
+    differ from train's or whose architectures are test's widened).
 
     For ``train``, indexing with a pair ``(idx, seed)`` draws the training-time width (``C`` and ``fc_dim``,
     spec §4.3) from ``seed``, so that a sampler controls the randomness and training is reproducible.
@@ -105,7 +112,7 @@ class DeepNets1M(ArchitectureDataset):
             :func:`torch.func.functional_call`), and the module travels from DataLoader workers almost for free
             (building it costs more than tracing it). (default: False)
         num_workers (int): processes used to generate the split. (default: 1)
-        transform, pre_transform, pre_filter: as in PyG (``pre_transform`` applies to built graphs too).
+        transform, pre_transform: as in PyG (``pre_transform`` applies to built graphs too).
     """
 
     def __init__(self, root: str, split: str = 'train', num_nets: Optional[int] = None,

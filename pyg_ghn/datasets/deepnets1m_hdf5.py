@@ -226,6 +226,8 @@ class DeepNets1MHDF5(ArchitectureDataset):
                  log: bool = True) -> None:
         if split not in HDF5_SPLITS:
             raise ValueError(f'Unknown split {split!r}; choose one of {sorted(HDF5_SPLITS)}.')
+        if max_sp_dist is None or int(max_sp_dist) < 1:
+            raise ValueError(f'max_sp_dist must be an int >= 1 (1: no virtual edges), got {max_sp_dist!r}')
         _require_h5py()
         self.split = split
         self.net_classes, self.large_images = num_classes, large_images

@@ -21,7 +21,7 @@ import functools
 import gzip
 import os.path as osp
 import pickle
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -143,6 +143,9 @@ class InMemoryImageDataset(Dataset):
                  padding: int = 4):
         if data.dtype != torch.uint8 or data.dim() != 4:
             raise ValueError(f'expected uint8 images [N, C, H, W], got {data.dtype} {tuple(data.shape)}')
+        if targets.dim() != 1 or targets.numel() != data.size(0):
+            raise ValueError(f'{data.size(0)} images but targets of shape {tuple(targets.shape)}: the image and '
+                             'label files do not match')
         self.data, self.targets = data, targets.long()
         self.augment, self.size, self.padding = augment, size, padding
         self.classes = list(classes) if classes is not None else None
@@ -171,6 +174,10 @@ class InMemoryImageDataset(Dataset):
         return x.expand(-1, 3, -1, -1).contiguous() if x.size(1) == 1 else x
 
     def __getitem__(self, idx: int) -> Tuple[Tensor, int]:
+        n = len(self)
+        if not -n <= idx < n:
+            raise IndexError(f'index {idx} is out of range for {n} images')
+        idx %= n
         return self.transform_batch(self.data[idx:idx + 1])[0], int(self.targets[idx])
 
     def __getitems__(self, indices: List[int]) -> List[Tuple[Tensor, int]]:
@@ -264,10 +271,28 @@ class CIFAR10(InMemoryImageDataset):
         return f"CIFAR10({len(self)}, split='{self.split}', augment={self.augment})"
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays only: CIFAR-10 is a pickle format, and an
+    unrestricted ``pickle.load`` of a file someone swapped in would run any code it names."""
+    ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+               ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+               ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),
+               ('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode')}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f'{module}.{name} is not allowed in a CIFAR-10 file (only numpy '
+                                         'arrays and plain Python values are)')
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: str) -> dict:
     # The official files were pickled by Python 2: latin1 decodes their str keys and byte arrays.
     with open(path, 'rb') as f:
-        return pickle.load(f, encoding='latin1')
+        try:
+            return _ArrayUnpickler(f, encoding='latin1').load()
+        except pickle.UnpicklingError as e:
+            raise ValueError(f'{path!r} is not a CIFAR-10 batch file: {e}') from e
 
 
 def imagenet_transforms(im_size: int = 224) -> Tuple[Callable, Callable]:
@@ -393,6 +418,9 @@ def image_loaders(name: str = 'fashion_mnist', root: Optional[str] = None, batch
     * The training loader is shuffled by a generator seeded with ``seed`` (and the in-memory datasets'
       augmentation by another one seeded from it), so two calls with the same ``seed`` give the same
       batches.
+      ImageNet's torchvision augmentation draws from the workers' RNGs, seeded from the loader's generator,
+      so it is reproducible with ``num_workers >= 1``; with ``num_workers=0`` it draws from torch's global
+      RNG (seed it with :func:`torch.manual_seed` for repeatable crops).
     * The evaluation loader is not shuffled for Fashion-MNIST and CIFAR-10. For ImageNet it is shuffled by
       :class:`FixedShuffleSampler` with ``eval_seed=1111``, so every pass (every evaluated network) sees the
       original batch composition.

@@ -37,7 +37,8 @@ def adjust_net(net: nn.Module, large_input: bool = False) -> nn.Module:
         old = net.conv1
         k = old.kernel_size[0]
         off = (k - 3) // 2
-        conv1 = nn.Conv2d(old.in_channels, old.out_channels, 3, stride=1, padding=1, bias=old.bias is not None)
+        conv1 = nn.Conv2d(old.in_channels, old.out_channels, 3, stride=1, padding=1, bias=old.bias is not None,
+                          device=old.weight.device, dtype=old.weight.dtype)  # where and as the network is
         with torch.no_grad():
             conv1.weight.copy_(old.weight[:, :, off:off + 3, off:off + 3])
             if old.bias is not None:

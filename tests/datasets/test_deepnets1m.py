@@ -106,6 +106,18 @@ def test_training_width_indexing(train):
     assert json.loads(train[0].net_args)['C'] == 32  # plain indexing: the generation width
 
 
+def test_training_draws_of_a_subset_are_its_own_networks(train):
+    # Training on ds[a:b] or a shuffled dataset must draw the subset's architectures, not the first ones.
+    sub, perm = train[1:3], train[torch.tensor([3, 0, 2])]
+    for ds, idx in ((sub, [1, 2]), (perm, [3, 0, 2])):
+        for k, i in enumerate(idx):
+            assert ds[(k, 5)].net_idx == ds[k].net_idx == i
+            assert _same_graph(ds[(k, 5)], train[(i, 5)])
+    assert sub[(-1, 5)].net_idx == 2
+    with pytest.raises(IndexError, match='index 2 is out of range for 2 architectures'):
+        sub[(2, 5)]
+
+
 def test_wide_graphs_rebuild_from_net_args(tmp_path):
     ds = DeepNets1M(str(tmp_path), 'wide', num_nets=2, log=False)
     g = ds[0]

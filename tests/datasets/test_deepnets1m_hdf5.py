@@ -248,6 +248,9 @@ def test_unmatched_and_errors(tmp_path):
         DeepNets1MHDF5(str(tmp_path / 'nowhere'), 'test', log=False)
     with pytest.raises(ValueError, match='Unknown split'):
         DeepNets1MHDF5(str(tmp_path), 'predefined', log=False)
+    for bad in (None, 0):
+        with pytest.raises(ValueError, match='max_sp_dist must be an int >= 1'):
+            DeepNets1MHDF5(str(tmp_path), 'test', max_sp_dist=bad, log=False)
 
 
 def test_loader_batches_and_networks(eval_files):

@@ -105,6 +105,17 @@ def test_fashion_mnist_batched_fetch_equals_single():
 
 
 @needs_fmnist
+def test_in_memory_dataset_indexing_and_bad_input():
+    from pyg_ghn.datasets.images import InMemoryImageDataset
+    data = torch.arange(3 * 28 * 28, dtype=torch.uint8).view(3, 1, 28, 28)
+    ds = InMemoryImageDataset(data, torch.tensor([4, 5, 6]), [0.5], [0.25])
+    assert ds[-1][1] == 6 and torch.equal(ds[-1][0], ds[2][0]) and ds[-3][1] == 4
+    with pytest.raises(IndexError, match='index 3 is out of range for 3 images'):
+        ds[3]
+    with pytest.raises(ValueError, match='3 images but targets of shape \\(2,\\)'):
+        InMemoryImageDataset(data, torch.tensor([4, 5]), [0.5], [0.25])
+
+
 def test_fashion_mnist_augmentation_is_a_shifted_flipped_crop():
     ds = FashionMNIST(split='test', augment=True)
     ds.generator = torch.Generator().manual_seed(0)
@@ -248,6 +259,29 @@ def test_cifar10_tiny_pickles(tmp_path, monkeypatch):
 
     with pytest.raises(FileNotFoundError, match='download=True'):
         CIFAR10(str(tmp_path / 'nothing'), 'train')
+
+
+@pytest.mark.parametrize('protocol', [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar10_reads_arrays_but_refuses_code(tmp_path, protocol):
+    # The official files are Python-2 pickles (protocol 2); any protocol of plain values and numpy arrays
+    # loads, while a file that names a callable (what a swapped-in pickle runs on load) is refused.
+    _write_cifar(str(tmp_path))
+    folder = tmp_path / 'cifar-10-batches-py'
+    entry = {'labels': [3, 1], 'data': np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)}
+    with open(folder / 'test_batch', 'wb') as f:
+        pickle.dump(entry, f, protocol=protocol)
+    test = CIFAR10(str(tmp_path), 'test')
+    assert test.targets.tolist() == [3, 1] and torch.equal(test.data[1].flatten(), torch.from_numpy(entry['data'][1]))
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.remove, (str(folder / 'batches.meta'),))
+
+    with open(folder / 'test_batch', 'wb') as f:
+        pickle.dump({'labels': [0], 'data': Exploit()}, f, protocol=protocol)
+    with pytest.raises(ValueError, match=r'not a CIFAR-10 batch file: posix.remove is not allowed'):
+        CIFAR10(str(tmp_path), 'test')
+    assert (folder / 'batches.meta').exists()  # nothing ran
 
 
 # ---------------------------------------------------------------- ImageNet folder on tiny images

@@ -58,6 +58,10 @@ def test_adjust_net_crops_center():
     assert big.expected_input_sz == 224 and big.conv1.kernel_size == (7, 7)
     with pytest.warns(UserWarning):
         adjust_net(torchvision.models.squeezenet1_0(num_classes=10))
+    # The new conv1 is made where and as the network is (a float64 or CUDA ResNet keeps working).
+    net64 = adjust_net(torchvision.models.resnet18(num_classes=10).double())
+    assert net64.conv1.weight.dtype == torch.float64
+    assert net64(torch.randn(2, 3, 32, 32, dtype=torch.float64)).shape == (2, 10)
 
 
 def test_vit():

@@ -109,26 +109,33 @@ def main(argv=None):
         warnings.simplefilter('always')  # the random-GHN warning, every time
         ghns = load_ghns(a.ghn)
     for label, ghn in ghns:
+        t = time.time()
         x_train, x_test = embed_graphs(ghn, train_graphs), embed_graphs(ghn, test_graphs)
         res = svr_protocol(x_train, y_train, x_test, y_test, PROPERTIES, seeds=seeds, grid=grid, cv=cv)
         label = f'{label} + SVR'
         results[label] = res
         methods.append(label)
+        print(f'{label}: embeddings and SVR grid search in {time.time() - t:.0f} s', flush=True)
 
     evaluator = Evaluator()
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(a.baselines) * len(seeds) * len(PROPERTIES), desc='GNN regressors', disable=a.tiny)
     for name in a.baselines:
         per_seed = []
         for seed in range(len(seeds)):
             preds = []
             for j, prop in enumerate(PROPERTIES):  # one model per property, as NeuPred in the paper
+                bar.set_postfix_str(f'{name}, seed {seed}, {prop}')
                 torch.manual_seed(seed)
                 model = REGRESSORS[name](out_channels=1)
                 fit_regressor(model, train_graphs, y_train[:, j], epochs=a.epochs, seed=seed)
                 # rounded as the SVR's predictions, so that every row of the table is scored alike
                 preds.append(round_predictions(predict(model, test_graphs)[:, 0], prop))
+                bar.update(1)
             per_seed.append(evaluator.eval({'y_true': y_test, 'y_pred': np.stack(preds, 1)}))
         results[BASELINE_LABELS[name]] = {prop: tau_summary([r[prop] for r in per_seed]) for prop in PROPERTIES}
         methods.append(BASELINE_LABELS[name])
+    bar.close()
 
     width = max(len(m) for m in methods) + 2
     print(f"\nKendall's tau on the test architectures (mean +- std over {len(seeds)} seeds)")

@@ -187,7 +187,7 @@ def graph_from_hdf5(adj: np.ndarray, nodes: np.ndarray, primitives_ext: Dict[int
     return ArchGraph(x=x, edge_index=edge_index, num_nodes=n, shape=shape, ndim=ndim, role=role,
                      cell=torch.from_numpy(nodes[:, 1].copy()), param_names=param_names, node_names=node_names,
                      unpredicted=unpredicted, unmatched=unmatched, level_fw=level_fw, level_bw=level_bw,
-                     edge_index_sp=edge_index_sp, edge_dist_sp=edge_dist_sp)
+                     edge_index_sp=edge_index_sp, edge_dist_sp=edge_dist_sp, max_sp_dist=int(max_sp_dist))
 
 
 class DeepNets1MHDF5(ArchitectureDataset):

@@ -19,6 +19,8 @@ class ArchGraph(Data):
     * ``edge_index`` (LongTensor ``[2, E]``): real edges, producer -> consumer.
     * ``edge_index_sp`` / ``edge_dist_sp`` (``[2, E_sp]`` / ``[E_sp]``): shortest-path virtual edges,
       ancestor -> descendant, with their path length :math:`1 < s \le s_{max}`.
+    * ``max_sp_dist`` (int): :math:`s_{max}`, the cut-off they were built with (a GHN with a longer one
+      recomputes them rather than miss edges).
     * ``level_fw`` / ``level_bw`` (LongTensor ``[N]``): longest path from a source / to a sink over the real
       edges. Not offset by batching.
     * ``shape`` (LongTensor ``[N, 4]``) and ``ndim`` (LongTensor ``[N]``): the raw shape of the tensor a node

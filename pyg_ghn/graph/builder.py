@@ -346,6 +346,15 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
     shape = torch.tensor(shapes, dtype=torch.long).view(n, 4)
     ndim = torch.tensor(ndims, dtype=torch.long)
     role = torch.tensor(roles, dtype=torch.long)
+    out_degree = torch.zeros(n, dtype=torch.long).index_add_(0, edge_index[0], torch.ones_like(edge_index[0]))
+    sinks = (out_degree == 0).nonzero().view(-1).tolist()
+    if len(sinks) > 1 and not extended:
+        # The original asserts a single output; several (e.g. two heads combined by an operation that is
+        # not a node) leave the classifier roles on whichever sink comes last. (The extended mode traces
+        # auxiliary outputs on purpose, the main one last.)
+        warnings.warn(f'{type(model).__name__}: its graph has {len(sinks)} sinks '
+                      f'({[verts[i].name for i in sinks][:4]}); GHNs expect one output, and the classifier '
+                      f'roles go to the last node by level, {verts[-1].name}', stacklevel=2)
     # Classification layers are found by position, as in the original (spec §7.5).
     if verts[-1].kind == 'param' and ndim[-1] == 1:
         role[-1] = Role.CLS_BIAS
@@ -368,4 +377,5 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
     )
     data.level_fw, data.level_bw = level_fw[order], level_bw[order]
     data.edge_index_sp, data.edge_dist_sp = shortest_path_edges(edge_index, n, max_sp_dist or 1)
+    data.max_sp_dist = int(max_sp_dist or 1)  # the cut-off, so that a GHN with a longer one can tell
     return data

@@ -1,12 +1,15 @@
 """Which modules and autograd operations become graph nodes, and as which primitive.
 
 These are the rules of the original GHN-2 graph builder (spec §1.3), recognised by ``isinstance`` and by
-structure instead of exact types and list positions. ``extended=True`` adds modules the original leaves
-unpredicted, mapped onto the closest primitive.
+structure instead of exact types and list positions, so that subclasses of ``nn.Conv2d``, ``nn.Linear``
+and the norms (e.g. timm's) are predicted too, where the original would leave them out; the one subclass
+kept out is ``nn.MultiheadAttention``'s ``out_proj``, as the original. ``extended=True`` adds modules the
+original leaves unpredicted, mapped onto the closest primitive.
 """
 from typing import Optional
 
 from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 __all__ = ['param_primitive', 'op_primitive', 'is_norm', 'ALWAYS_KEPT_OPS']
 
@@ -34,6 +37,10 @@ def param_primitive(module: nn.Module, param_name: str, extended: bool = False) 
     if _is_pos_enc(module):
         return 'pos_enc'
     if declared is not None:
+        from ..primitives import PRIMITIVES
+        if declared not in PRIMITIVES:
+            raise ValueError(f'{type(module).__name__}.ghn_primitive = {declared!r} is not one of the GHN '
+                             f'primitives {list(PRIMITIVES)}')
         return declared
     if isinstance(module, nn.Conv2d) or (extended and isinstance(module, nn.Conv1d)):
         if 'bias' in param_name.rsplit('.', 1)[-1]:
@@ -41,6 +48,10 @@ def param_primitive(module: nn.Module, param_name: str, extended: bool = False) 
         if module.groups > 1:
             return 'dil_conv' if min(module.dilation) > 1 else 'sep_conv'
         return 'conv'
+    if isinstance(module, NonDynamicallyQuantizableLinear):
+        # nn.MultiheadAttention's out_proj: a Linear subclass, but the original predicts no parameter of
+        # nn.MultiheadAttention (spec §7.10), so only the extended mode maps it, as the packed projections.
+        return ('bias' if 'bias' in param_name.rsplit('.', 1)[-1] else 'conv') if extended else None
     if isinstance(module, nn.Linear):
         return 'bias' if 'bias' in param_name.rsplit('.', 1)[-1] else 'conv'
     if isinstance(module, nn.BatchNorm2d):
@@ -64,9 +75,15 @@ def _extended_primitive(module: nn.Module, param_name: str) -> str:
     if isinstance(module, nn.MultiheadAttention):  # packed q/k/v projections: a linear layer
         return 'bias' if 'bias' in leaf else 'conv'
     p = module._parameters[leaf]
+    if p.dim() == 0:
+        return None  # a scalar has no shape a decoder can produce (left unpredicted)
     scale = any(k in leaf.lower() for k in _SCALE_NAMES)
     if p.dim() == 1:  # a per-channel scale behaves like a norm weight, anything else like a bias
         return 'bn' if scale else 'bias'
+    if type(module).__module__.startswith('torch.nn.'):
+        # Other torch layers (ConvTranspose, Embedding, RNNs...) transform their input: treating their
+        # weights as free tensors would make them sources and reroute the data into a sum (left unpredicted).
+        return None
     # Free tensors of a model's own modules: multiplicative ones (ConvNeXt layer_scale, Swin-V2 logit_scale)
     # as channel scalings; additive ones (ViT class token and position embedding, Swin relative position
     # bias tables) as positional encodings, which the graph makes sources feeding a sum.

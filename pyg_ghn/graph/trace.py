@@ -152,6 +152,9 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
 
     errors = []
     devices = {t.device for _, _, _, t in slots}
+    # The input takes the model's floating dtype (a half or bfloat16 model rejects a float32 input).
+    dtype = next((t.dtype for _, kind, _, t in slots if kind == '_parameters' and t.is_floating_point()),
+                 torch.get_default_dtype())
     for target, batch_size in _attempts(devices, input_size, device):
         on_meta = target.type == 'meta'
         rng_devices = [target] if target.type == 'cuda' else []
@@ -165,10 +168,12 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
                         new = torch.empty_like(t, device=target)
                     else:
                         new = t.detach().to(target) if kind == '_parameters' else t.detach().to(target).clone()
-                    replace[id(t)] = new.requires_grad_(True) if kind == '_parameters' else new
+                    # Integer or boolean parameters cannot require grad: they get no node (left unpredicted).
+                    track = kind == '_parameters' and (new.is_floating_point() or new.is_complex())
+                    replace[id(t)] = new.requires_grad_(True) if track else new
             with torch.random.fork_rng(devices=rng_devices):  # the user's random state stays as it is
-                x = torch.empty(batch_size, *input_size, device=target) if on_meta else \
-                    torch.randn(batch_size, *input_size, device=target)
+                x = torch.empty(batch_size, *input_size, device=target, dtype=dtype) if on_meta else \
+                    torch.randn(batch_size, *input_size, device=target, dtype=dtype)
                 x.requires_grad_(True)  # marks the input's entry point in the autograd graph
                 guard = EmptyBatchGuard() if batch_size == 0 else contextlib.nullcontext()
                 with torch.enable_grad(), _stand_ins(slots, replace), _running_stats_mode(model), guard:

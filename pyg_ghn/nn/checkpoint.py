@@ -79,6 +79,16 @@ def to_original_state_dict(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor
 def _read(path: str, map_location: Any) -> Any:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'No GHN checkpoint at {path!r}')
+    if zipfile.is_zipfile(path):
+        # torch.load does not check the archive's CRCs: a flipped byte inside a tensor loads silently.
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            bad = f'{type(e).__name__}: {e}'
+        if bad is not None:
+            raise CheckpointError(f'Cannot read {path!r} ({os.path.getsize(path)} bytes) as a torch checkpoint: '
+                                  f'the file is corrupt (checksum mismatch in {bad})')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -134,6 +144,11 @@ def _check_state_dict(ghn: torch.nn.Module, state_dict: Mapping[str, Any], path:
             elif v.shape != expected[k].shape:
                 problems.append(f'{k} has shape {tuple(v.shape)}, the config implies '
                                 f'{tuple(expected[k].shape)}')
+            elif v.is_floating_point() != expected[k].is_floating_point():
+                problems.append(f'{k} has dtype {v.dtype}, expected a '
+                                f'{"floating" if expected[k].is_floating_point() else "integer"} tensor')
+            elif v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                problems.append(f'{k} holds NaN or infinite values')
     if problems:
         raise CheckpointError(f'{path!r} does not fit its config: ' + '; '.join(problems))
 

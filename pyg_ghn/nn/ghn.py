@@ -172,7 +172,11 @@ class GHN(nn.Module):
         ei_sp = dist_sp = None
         if self.ve and self.hypernet == 'gatedgnn':
             ei_sp, dist_sp = getattr(batch, 'edge_index_sp', None), getattr(batch, 'edge_dist_sp', None)
-            if ei_sp is None or dist_sp is None:
+            cut = getattr(batch, 'max_sp_dist', None)  # the cut-off the graphs were built with, if known
+            if ei_sp is None or dist_sp is None or (
+                    cut is not None and int(torch.as_tensor(cut).min()) < self.max_sp_dist):
+                # none, or cut shorter than this GHN's (e.g. from_module(..., max_sp_dist=1)): using them
+                # would silently drop virtual edges, so they are recomputed
                 ei_sp, dist_sp = shortest_path_edges(batch.edge_index, n, self.max_sp_dist)
             elif dist_sp.numel() and int(dist_sp.max()) > self.max_sp_dist:
                 keep = dist_sp <= self.max_sp_dist  # e.g. DeepNets-1M files store s <= 250

@@ -68,7 +68,8 @@ class AddShortestPathEdges(BaseTransform):
 
     For every ordered pair of nodes :math:`(u, v)` with a directed path from :math:`u` to :math:`v` of
     shortest length :math:`1 < s_{uv} \le s_{max}`, adds ``u -> v`` to ``data.edge_index_sp`` and
-    :math:`s_{uv}` to ``data.edge_dist_sp``. Real edges (:math:`s = 1`) stay in ``data.edge_index`` only.
+    :math:`s_{uv}` to ``data.edge_dist_sp``, and :math:`s_{max}` to ``data.max_sp_dist``. Real edges
+    (:math:`s = 1`) stay in ``data.edge_index`` only.
     Works on any directed ``Data``; on a DAG the virtual edges go from ancestors to descendants.
 
     Args:
@@ -81,6 +82,7 @@ class AddShortestPathEdges(BaseTransform):
     def forward(self, data: Data) -> Data:
         data.edge_index_sp, data.edge_dist_sp = shortest_path_edges(data.edge_index, data.num_nodes,
                                                                     self.max_dist)
+        data.max_sp_dist = int(self.max_dist)  # the cut-off, so that a model with a longer one can tell
         return data
 
     def __repr__(self) -> str:

@@ -191,6 +191,65 @@ def test_auxiliary_outputs_are_reported_by_default_and_predicted_in_extended_mod
     assert ext.role[ext.node_names.index('aux.weight')] == Role.WEIGHT
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
+def test_models_of_other_dtypes_and_integer_parameters(dtype):
+    ref = from_module(torchvision.models.resnet18(num_classes=10), (3, 32, 32))
+    g = from_module(torchvision.models.resnet18(num_classes=10).to(dtype), (3, 32, 32))
+    assert g.node_names == ref.node_names and torch.equal(g.edge_index, ref.edge_index)
+
+    class WithIndex(nn.Module):  # an integer parameter cannot require grad: left unpredicted, no error
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.idx = nn.Parameter(torch.arange(4), requires_grad=False)
+
+        def forward(self, x):
+            return self.fc(x[:, self.idx])
+
+    with pytest.warns(UnpredictedParametersWarning, match='idx'):
+        assert from_module(WithIndex(), (4,)).unpredicted == ['idx']
+
+
+def test_extended_mode_leaves_scalars_and_other_torch_layers_unpredicted():
+    from pyg_ghn.nn import GHN
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+            self.alpha = nn.Parameter(torch.tensor(0.5))
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(self.alpha * self.up(self.conv(x)).mean((2, 3)))
+
+    g = from_module(Odd(), (3, 8, 8), extended=True, warn=False)
+    assert set(g.unpredicted) == {'alpha', 'up.weight'}  # no fake source or sum for them
+    assert 'pos_enc' not in g.primitive_names and 'up.bias' in g.node_names
+    model = Odd()
+    with pytest.warns(UnpredictedParametersWarning, match='alpha'):
+        GHN.from_config('ghn2', 'cifar10').eval()(model, graph=g)  # predicts what has a node
+    assert torch.isfinite(model(torch.randn(2, 3, 8, 8))).all()
+
+
+def test_several_sinks_and_bad_declared_primitives_are_reported():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 3), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.a(x) * self.b(x)  # the product is not a node: two sinks
+
+    with pytest.warns(UserWarning, match=r'TwoHeads: its graph has 2 sinks .*GHNs expect one output'):
+        from_module(TwoHeads(), (6,))
+    m = nn.Sequential(nn.Linear(6, 3))
+    m[0].ghn_primitive = 'deconv'
+    with pytest.raises(ValueError, match=r"ghn_primitive = 'deconv' is not one of the GHN primitives"):
+        from_module(m, (6,))
+
+
 def test_linear_without_bias_is_in_the_chain():
     model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.ReLU(), nn.Linear(5, 3))
     g = from_module(model, (6,))
@@ -348,13 +407,16 @@ def test_extended_mode_gives_every_tensor_a_node():
     model = TinyViT()
     with pytest.warns(UnpredictedParametersWarning, match='class_token'):
         default = from_module(model, (3, 8, 8))
+    # As the original, no parameter of nn.MultiheadAttention, not even out_proj (an nn.Linear subclass).
     assert set(default.unpredicted) == {'class_token', 'pos_embedding', 'attn.in_proj_weight',
-                                        'attn.in_proj_bias', 'layer_scale'}
+                                        'attn.in_proj_bias', 'attn.out_proj.weight', 'attn.out_proj.bias',
+                                        'layer_scale'}
     g = from_module(model, (3, 8, 8), extended=True)
     assert g.unpredicted == []
     prim = dict(zip(g.node_names, g.primitive_names))
     assert prim['class_token'] == prim['pos_embedding'] == 'pos_enc'
     assert (prim['attn.in_proj_weight'], prim['attn.in_proj_bias'], prim['layer_scale']) == ('conv', 'bias', 'bn')
+    assert (prim['attn.out_proj.weight'], prim['attn.out_proj.bias']) == ('conv', 'bias')
     edges = named_edges(g)
     assert ('attn.in_proj_weight', 'attn.in_proj_bias') in edges  # the linear chain, as for nn.Linear
     sources = set(range(g.num_nodes)) - set(g.edge_index[1].tolist())

@@ -193,6 +193,37 @@ def test_errors(tmp_path):
         GHN.load(write('evil.pt', {'state_dict': Evil(), 'config': {}}))
 
 
+def test_corrupt_or_non_finite_weights_are_refused(tmp_path):
+    import zipfile
+    torch.manual_seed(0)
+    path = str(tmp_path / 'ghn.pt')
+    GHN.from_config('ghn2', 'cifar10').save(path)
+    # One flipped byte inside the largest tensor record: torch.load alone would load it silently.
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if '/data/' in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(open(path, 'rb').read())
+    start = info.header_offset + 30 + int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], 'little') \
+        + int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], 'little')
+    raw[start + info.file_size // 2] ^= 0x10
+    flipped = str(tmp_path / 'flipped.pt')
+    open(flipped, 'wb').write(bytes(raw))
+    with pytest.raises(CheckpointError, match='corrupt \\(checksum mismatch in .*data/'):
+        GHN.load(flipped)
+
+    ckpt = torch.load(path, weights_only=True)
+    sd = dict(ckpt['state_dict'])
+    sd['ln.weight'] = sd['ln.weight'].clone()
+    sd['ln.weight'][3] = float('nan')
+    torch.save(dict(ckpt, state_dict=sd), str(tmp_path / 'nan.pt'))
+    with pytest.raises(CheckpointError, match=r'ln\.weight holds NaN or infinite values'):
+        GHN.load(str(tmp_path / 'nan.pt'))
+    sd['ln.weight'] = torch.ones(32, dtype=torch.long)
+    torch.save(dict(ckpt, state_dict=sd), str(tmp_path / 'int.pt'))
+    with pytest.raises(CheckpointError, match=r'ln\.weight has dtype torch.int64, expected a floating tensor'):
+        GHN.load(str(tmp_path / 'int.pt'))
+    assert GHN.load(path).config == GHN.from_config('ghn2', 'cifar10').config  # the intact file loads
+
+
 def test_convert_function():
     sd = {'module.gnn.mlp.fc.0.weight': torch.zeros(16, 32), 'decoder.conv.2.weight': torch.zeros(8, 4, 1, 1),
           'gnn.fc.2.bias': torch.zeros(3), 'embed.weight': torch.zeros(15, 32)}

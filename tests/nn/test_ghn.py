@@ -184,6 +184,50 @@ def test_missing_transforms_and_long_virtual_edges():
         assert all(torch.allclose(pred[k], expected[k], atol=1e-12) for k in expected)
 
 
+def test_graphs_cut_shorter_than_the_ghn_get_their_virtual_edges_back():
+    # A graph built for max_sp_dist=1 (or 10) carries no (fewer) virtual edges; GHN-2 (s <= 50) must not
+    # silently predict from them.
+    from pyg_ghn.graph.builder import from_module
+    ghn = _random_ghn('ghn2')
+    model = SmallNet()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        full = from_module(model, (3, 16, 16))
+        expected = ghn.predict_parameters(full)[0]
+        for cut in (1, 3):
+            short = from_module(model, (3, 16, 16), max_sp_dist=cut)
+            assert short.max_sp_dist == cut and short.edge_index_sp.size(1) < full.edge_index_sp.size(1)
+            pred = ghn.predict_parameters(short)[0]
+            assert all(torch.allclose(pred[k], expected[k], atol=1e-12) for k in expected)
+            batched = ghn.predict_parameters(Batch.from_data_list([full, short]))  # a mixed batch
+            assert all(torch.allclose(batched[1][k], expected[k], atol=1e-12) for k in expected)
+        # Without the recomputation the prediction differs: the test above can tell.
+        short = from_module(model, (3, 16, 16), max_sp_dist=1)
+        del short.max_sp_dist
+        pred = ghn.predict_parameters(short)[0]
+    assert not all(torch.allclose(pred[k], expected[k], atol=1e-6) for k in expected)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_ghn_and_model_on_cpu(dtype):
+    # CPU sparse products have no half kernels: the layer computes in float32 and returns the GHN's dtype.
+    import copy
+
+    from pyg_ghn.graph.builder import from_module
+    ghn = _random_ghn('ghn2')
+    model = SmallNet()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        expected = ghn.predict_parameters(from_module(model, (3, 16, 16)))[0]
+        low = copy.deepcopy(ghn).to(dtype)
+        graph = from_module(model.to(dtype), (3, 16, 16))  # a half-precision model traces in its dtype
+        pred = low.predict_parameters(graph)[0]
+    tol = 1e-2 if dtype == torch.float16 else 5e-2
+    for k, v in expected.items():
+        assert pred[k].dtype == dtype
+        assert (pred[k].float() - v).norm() <= tol * v.norm() + 1e-6, k
+
+
 def test_invalid_graphs():
     ghn = GHN.from_config('ghn2')
     gm = GraphMaker()

@@ -295,6 +295,12 @@ class GHN2Conv(MessagePassing):
         self._check(num_nodes, edge_index, level_fw, level_bw, edge_index_sp, edge_dist_sp)
         if num_nodes == 0:
             return x
+        out_dtype = x.dtype
+        # CPU sparse products have no float16/bfloat16 kernels: a half-precision layer computes in float32
+        # there and returns its input's dtype (on CUDA it stays in half precision).
+        upcast = x.device.type == 'cpu' and x.dtype in (torch.float16, torch.bfloat16)
+        if upcast:
+            x = x.float()
 
         # All messages as (sender, receiver, buffer slot, factor); slot 0 carries MLP(h) of the sender,
         # slot 1 MLP_sp(h).
@@ -332,13 +338,15 @@ class GHN2Conv(MessagePassing):
         else:
             w1, b1, w2, b2 = self.mlp[0].weight, self.mlp[0].bias, self.mlp[2].weight, self.mlp[2].bias
         gru = self.gru
+        weights = [gru.weight_ih, gru.bias_ih, gru.weight_hh, gru.bias_hh, w1, b1, w2, b2]
+        if upcast:
+            weights = [w.float() for w in weights]
 
         h = x
         for _ in range(self.num_rounds):
             for sweep in sweeps:
-                h = _SweepFunction.apply(h, gru.weight_ih, gru.bias_ih, gru.weight_hh, gru.bias_hh,
-                                         w1, b1, w2, b2, sweep)
-        return h
+                h = _SweepFunction.apply(h, *weights, sweep)
+        return h.to(out_dtype)
 
     @staticmethod
     def _check(num_nodes: int, edge_index: Tensor, level_fw: Tensor, level_bw: Tensor,
@@ -356,8 +364,9 @@ class GHN2Conv(MessagePassing):
             if edge_dist_sp is None or edge_dist_sp.numel() != edge_index_sp.size(1):
                 raise ValueError("'edge_dist_sp' must hold one path length per virtual edge in "
                                  "'edge_index_sp'")
-            if edge_dist_sp.numel() > 0 and bool((edge_dist_sp <= 0).any()):
-                raise ValueError("'edge_dist_sp' must be positive")
+            if edge_dist_sp.numel() > 0 and bool((edge_dist_sp < 2).any()):
+                raise ValueError("'edge_dist_sp' must be >= 2: virtual edges join nodes 2 or more real edges "
+                                 "apart (length-1 paths are the real edges, counted once)")
             edges.append(('edge_index_sp', edge_index_sp))
         for name, ei in edges:
             if ei.dim() != 2 or ei.size(0) != 2:

@@ -254,6 +254,8 @@ def test_invalid_inputs():
         conv(data.x, data.edge_index, data.level_fw, data.level_bw, data.edge_index_sp)
     with pytest.raises(ValueError, match='shape'):
         conv(data.x[:, :4], data.edge_index, data.level_fw, data.level_bw)
+    with pytest.raises(ValueError, match=r"'edge_dist_sp' must be >= 2.*counted once"):  # a real edge again
+        conv(data.x, data.edge_index, data.level_fw, data.level_bw, data.edge_index[:, :1], torch.tensor([1]))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

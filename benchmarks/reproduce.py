@@ -51,6 +51,7 @@ PAPER_CIFAR10_PREDEFINED = {'GHN-2': (58.6, 11.4), 'GHN-1': (19.2, 18.2), 'MLP':
 # The GHNs drawn as lines in the --plot-sgd figure when the results hold many (all are printed).
 PLOT_METHODS = ('GHN-2', 'GHN-2 (488 steps)', 'GHN-2 (148 steps, CPU)', 'MLP (148 steps)',
                 'b_m = 1, 8x longer (1184 steps)', 'He init')
+PLOT_LABELS = {'GHN-2': 'GHN-2, shipped (1148 steps)'}
 
 
 def architectures(split: str, n: int, root: str) -> List[Tuple[str, torch.nn.Module]]:
@@ -182,7 +183,8 @@ def sgd_equivalents(results: Dict[str, Any], max_batches: Optional[int], path: s
     ax.plot(xs, mean, 'k-o', ms=3, label=f'SGD from He init, lr 0.025 (mean of {len(curves)} nets)')
     print(f'\nSGD steps each method is worth, on the {len(curves)} ID-test nets with an SGD curve '
           '(">" = above the whole curve, "<" = below it):')
-    for k, m in enumerate(others):
+    drawn = 0
+    for m in others:
         worth, accs = [], []
         for net, c in sorted(curves.items()):
             acc = next((r['top1'] for r in recs if r['method'] == m and r['net'] == net), None)
@@ -200,11 +202,14 @@ def sgd_equivalents(results: Dict[str, Any], max_batches: Optional[int], path: s
         if accs:
             print(f'  {m:<34} top-1 {np.mean(accs):5.1f}  worth {", ".join(worth)} steps')
             if m in PLOT_METHODS or len(others) <= 4:
-                ax.axhline(np.mean(accs), ls='--', lw=1, color=f'C{k}', label=f'{m} ({np.mean(accs):.1f}%)')
+                ax.axhline(np.mean(accs), ls='--', lw=1.2, color=f'C{drawn}',
+                           label=f'{PLOT_LABELS.get(m, m)}: {np.mean(accs):.1f}% (= {", ".join(worth)} steps)')
+                drawn += 1
     ax.set_xscale('log')
     ax.set(xlabel='SGD steps (batches of 96)', ylabel='top-1 (%)',
            title='Predicted parameters vs SGD from scratch, ID-test')
-    ax.legend(fontsize=7, loc='lower right')
+    ax.legend(fontsize=7, loc='upper left')
+    ax.set_ylim(0, 100)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f'saved {path}')

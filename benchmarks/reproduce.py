@@ -78,7 +78,8 @@ def save(results: Dict[str, Any], path: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--ghn', nargs='*', default=[], help='NAME=PATH of GHN checkpoints')
-    p.add_argument('--splits', nargs='+', default=['test', 'wide', 'deep', 'dense', 'bnfree', 'predefined'])
+    p.add_argument('--splits', nargs='*', default=['test', 'wide', 'deep', 'dense', 'bnfree', 'predefined'],
+                   help='splits to evaluate (none: only print the tables of --out, and --plot-sgd)')
     p.add_argument('--num-nets', type=int, default=100, help='ID test architectures')
     p.add_argument('--ood-nets', type=int, default=20, help='architectures per OOD split')
     p.add_argument('--baselines', nargs='*', default=['he'],

@@ -346,8 +346,7 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
     shape = torch.tensor(shapes, dtype=torch.long).view(n, 4)
     ndim = torch.tensor(ndims, dtype=torch.long)
     role = torch.tensor(roles, dtype=torch.long)
-    out_degree = torch.zeros(n, dtype=torch.long).index_add_(0, edge_index[0], torch.ones_like(edge_index[0]))
-    sinks = (out_degree == 0).nonzero().view(-1).tolist()
+    sinks = (level_bw[order] == 0).nonzero().view(-1).tolist()  # no path onwards: no out-edges
     if len(sinks) > 1 and not extended:
         # The original asserts a single output; several (e.g. two heads combined by an operation that is
         # not a node) leave the classifier roles on whichever sink comes last. (The extended mode traces

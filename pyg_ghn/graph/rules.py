@@ -11,6 +11,8 @@ from typing import Optional
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
+from ..primitives import PRIMITIVES
+
 __all__ = ['param_primitive', 'op_primitive', 'is_norm', 'ALWAYS_KEPT_OPS']
 
 
@@ -37,7 +39,6 @@ def param_primitive(module: nn.Module, param_name: str, extended: bool = False) 
     if _is_pos_enc(module):
         return 'pos_enc'
     if declared is not None:
-        from ..primitives import PRIMITIVES
         if declared not in PRIMITIVES:
             raise ValueError(f'{type(module).__name__}.ghn_primitive = {declared!r} is not one of the GHN '
                              f'primitives {list(PRIMITIVES)}')

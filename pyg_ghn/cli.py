@@ -177,9 +177,10 @@ def cmd_graph(a: argparse.Namespace) -> None:
 
 def cmd_export(a: argparse.Namespace) -> None:
     from .nn import GHN
+    from .nn.checkpoint import CheckpointError, read_checkpoint
     try:
-        ckpt = torch.load(a.ckpt, map_location='cpu', weights_only=True)
-    except Exception as e:
+        ckpt = read_checkpoint(a.ckpt)
+    except (CheckpointError, OSError) as e:
         raise SystemExit(f'error: cannot read {a.ckpt!r}: {e}')
     if not isinstance(ckpt, dict) or ckpt.get('format') != 'pyg_ghn.trainer':
         raise SystemExit(f'error: {a.ckpt!r} is not a pyg_ghn training checkpoint (pyg-ghn train --ckpt ...).')

@@ -68,7 +68,7 @@ def test_train_never_overwrites_or_mixes_runs(trained):
     assert (work / 'run' / 'trainer.pt').read_bytes() == before
 
 
-def test_export_saves_the_ghn_of_a_training_checkpoint(trained, monkeypatch, capsys):
+def test_export_saves_the_ghn_of_a_training_checkpoint(trained, monkeypatch, capsys, flip_byte):
     work, _ = trained
     monkeypatch.chdir(work)
     main(['export', '--ckpt', 'run/trainer.pt', '--out', 'exported.pt', '--metadata', '{"note": "test"}'])
@@ -79,6 +79,10 @@ def test_export_saves_the_ghn_of_a_training_checkpoint(trained, monkeypatch, cap
         assert torch.equal(v, exported.state_dict()[k]), k
     with pytest.raises(SystemExit, match="'ghn.pt' is not a pyg_ghn training checkpoint"):
         main(['export', '--ckpt', 'ghn.pt', '--out', 'x.pt'])
+    flip_byte('run/trainer.pt', 'flipped.pt')
+    with pytest.raises(SystemExit, match="cannot read 'flipped.pt'.*checksum mismatch"):
+        main(['export', '--ckpt', 'flipped.pt', '--out', 'x.pt'])
+    assert not os.path.exists('x.pt')
 
 
 def test_predict_evaluates_and_saves_a_state_dict(trained):

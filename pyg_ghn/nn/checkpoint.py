@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['CheckpointError', 'ORIGINAL_CONFIG_KEYS', 'FORMAT', 'convert_original_state_dict',
-           'to_original_state_dict', 'load_ghn', 'save_ghn']
+           'to_original_state_dict', 'read_checkpoint', 'load_ghn', 'save_ghn']
 
 #: The ``config`` keys of the original checkpoints, all required.
 ORIGINAL_CONFIG_KEYS = ('max_shape', 'num_classes', 'hypernet', 'decoder', 'weight_norm', 've', 'layernorm',
@@ -76,9 +76,12 @@ def to_original_state_dict(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor
     return out
 
 
-def _read(path: str, map_location: Any) -> Any:
+def read_checkpoint(path: str, map_location: Any = 'cpu') -> Any:
+    """``torch.load(path, weights_only=True)`` that also verifies the archive's checksums: every checkpoint
+    pyg_ghn reads (GHN weights, training state, release files) goes through here, so a corrupt, truncated or
+    unsafe file is a :class:`CheckpointError` naming the cause, never silently different weights."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'No GHN checkpoint at {path!r}')
+        raise FileNotFoundError(f'No checkpoint at {path!r}')
     if zipfile.is_zipfile(path):
         # torch.load does not check the archive's CRCs: a flipped byte inside a tensor loads silently.
         try:
@@ -94,7 +97,7 @@ def _read(path: str, map_location: Any) -> Any:
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(str(e))
         if 'global' in reason.lower():
-            raise CheckpointError(f'{path!r} is not a safe GHN checkpoint: it holds objects that '
+            raise CheckpointError(f'{path!r} is not a safe checkpoint: it holds objects that '
                                   f'weights_only loading refuses ({reason})') from e
         raise CheckpointError(f'Cannot read {path!r} ({os.path.getsize(path)} bytes) as a torch checkpoint: '
                               f'the file is truncated or corrupt ({reason})') from e
@@ -166,7 +169,7 @@ def load_ghn(path: str, map_location: Any = 'cpu') -> 'GHN':  # noqa: F821
             unknown config or tensors that do not fit the config.
     """
     from .ghn import GHN
-    ckpt = _read(path, map_location)
+    ckpt = read_checkpoint(path, map_location)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{path!r} holds a {type(ckpt).__name__}, not a GHN checkpoint dict with '
                               f"'state_dict' and 'config'")

@@ -22,8 +22,8 @@ class _Weights:
     def metadata(self) -> Dict[str, Any]:
         """What the checkpoint says about itself: training data, steps, architectures and the accuracies
         measured by ``benchmarks/reproduce.py`` (read from the file, not written here)."""
-        import torch
-        return torch.load(self.path, map_location='cpu', weights_only=True).get('metadata', {})
+        from .checkpoint import read_checkpoint
+        return read_checkpoint(self.path).get('metadata', {})
 
 
 class GHNWeights(Enum):

@@ -5,13 +5,13 @@ in one pass; each network runs functionally on the same images; the loss is the 
 optimizer step. Checkpoints are atomic and carry everything needed to resume exactly: GHN, optimizer,
 scheduler, random states and the position in both data streams.
 """
+import ast
 import json
 import math
 import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
-import ast
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..nn.checkpoint import CheckpointError, read_checkpoint
 from .meta_batch import networks_of
 
 __all__ = ['TrainConfig', 'Trainer', 'TooManySkippedSteps']
@@ -321,8 +322,9 @@ class Trainer:
     def load_checkpoint(self, path: str) -> None:
         """Restores everything :meth:`state_dict` saved; the next :meth:`train` continues exactly."""
         try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:
+            # Checksums verified: a flipped byte would otherwise resume from silently different weights.
+            ckpt = read_checkpoint(path, map_location=self.device)
+        except (CheckpointError, OSError) as e:
             raise RuntimeError(f'Cannot read training checkpoint {path!r}: {e}') from e
         if not isinstance(ckpt, dict) or ckpt.get('format') != 'pyg_ghn.trainer':
             raise RuntimeError(f'{path!r} is not a pyg_ghn training checkpoint (use GHN.load for GHN weights).')

@@ -342,10 +342,14 @@ def test_checkpoint_write_is_atomic(archs, loaders, tmp_path, monkeypatch):
     assert_state_dicts_equal(ghn_weights(fresh), ghn_weights(trainer))
 
 
-def test_corrupt_or_foreign_checkpoint_gives_a_clear_error(archs, loaders, tmp_path):
+def test_corrupt_or_foreign_checkpoint_gives_a_clear_error(archs, loaders, tmp_path, flip_byte):
     trainer = make_trainer(archs, loaders.train)
     path = str(tmp_path / 'trainer.pt')
     trainer.save_checkpoint(path)
+    # A flipped bit inside a tensor: torch.load reads it, resuming would continue from other weights.
+    flipped = flip_byte(path, str(tmp_path / 'flipped.pt'))
+    with pytest.raises(RuntimeError, match=r"Cannot read training checkpoint '.*flipped.pt'.*checksum mismatch"):
+        trainer.load_checkpoint(flipped)
     data = open(path, 'rb').read()
     with open(path, 'wb') as f:
         f.write(data[:len(data) // 2])  # truncated, as by a copy that was cut short

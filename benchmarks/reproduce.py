@@ -150,14 +150,15 @@ def main() -> None:
             todo = {m: sgd_steps[m] for m in baselines if m in sgd_steps and (m, split, net_name) not in done}
             if todo and (split == 'predefined' or int(net_name) < args.sgd_nets):
                 sgd_baselines(net, todo, loaders.train, lambda m, s: record(m, split, net_name, net, s,
-                                                                          schedule='constant'))
+                                                                          schedule='constant',
+                                                                          sgd_steps=sgd_steps[m]))
 
     print_tables(results, args.max_batches)
     if args.plot_sgd:
-        sgd_equivalents(results, args.max_batches, args.plot_sgd, len(loaders.train))
+        sgd_equivalents(results, args.max_batches, args.plot_sgd)
 
 
-def sgd_equivalents(results: Dict[str, Any], max_batches: Optional[int], path: str, epoch_steps: int) -> None:
+def sgd_equivalents(results: Dict[str, Any], max_batches: Optional[int], path: str) -> None:
     """What predicted parameters are worth in SGD steps (the paper's "GHN-2 ~ 2500 SGD iterations"): for
     every ID-test network with an SGD curve (constant-LR runs), the step count at which the curve reaches
     each method's accuracy on the same network, interpolated linearly in log-steps; printed and plotted."""
@@ -169,8 +170,7 @@ def sgd_equivalents(results: Dict[str, Any], max_batches: Optional[int], path: s
     curves: Dict[str, Dict[int, float]] = {}
     for r in recs:
         if r.get('schedule') == 'constant':
-            steps = epoch_steps if r['method'] == 'SGD 1 epoch' else int(r['method'].split()[1])
-            curves.setdefault(r['net'], {})[steps] = r['top1']
+            curves.setdefault(r['net'], {})[r['sgd_steps']] = r['top1']
     if not curves:
         print('no constant-LR SGD curves in the results: run with --baselines sgd10 ... sgd1ep first')
         return

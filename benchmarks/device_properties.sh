@@ -2,8 +2,8 @@
 # Ground-truth properties (issue 7) of DeepNets-1M val and test networks on a lent GPU, in one call of the
 # device tool: WORKERS processes per split share the GPU, each measuring a contiguous range of networks into
 # its own file (files are written after every network, so a run cut short keeps what it measured).
-# Inference time is then GPU time (as in the paper), so these files form their own dataset: do not mix them
-# with files measured on the CPU (pyg_ghn.properties.ArchPropertyDataset reads several files of one kind).
+# Inference time is then GPU time (as in the paper), so these files form their own dataset: each records its
+# device, and pyg_ghn.properties.ArchPropertyDataset refuses to merge them with files measured on the CPU.
 #   NUM_NETS=100 WORKERS=6 TIME_LIMIT=480 bash benchmarks/device_properties.sh
 # Expects .devdata/fmnist/*.gz (Fashion-MNIST idx files, carried, git-ignored).
 set -uo pipefail

@@ -26,7 +26,7 @@ from pyg_ghn.deepnets.generator import generate_split
 from pyg_ghn.deepnets.predefined import adjust_net, vit
 from pyg_ghn.graph.builder import from_module
 from pyg_ghn.properties import (embed_graphs, frechet_distance, hungarian_distance, l2_distance,
-                                load_ghns, mean_hungarian_distance)
+                                load_ghns, mean_hungarian_distance, parse_ghn_specs)
 
 TEST_SPLITS = ('test', 'wide', 'deep', 'dense', 'bnfree')
 
@@ -96,6 +96,10 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--tiny', action='store_true', help='small networks and splits: an end-to-end check')
     a = p.parse_args(argv)
+    try:
+        parse_ghn_specs(a.ghn)  # before any long work: two GHNs with one name would overwrite each other's rows
+    except ValueError as e:
+        p.error(str(e))
     torch.set_num_threads(a.threads)
     if a.tiny:
         a.num_train, a.num_test, a.hungarian_pairs = 8, 4, 6

@@ -128,6 +128,10 @@ def main(argv=None):
     if not 0 <= a.held_out < a.per_class:
         p.error(f'--held-out ({a.held_out}) must be at least 0 and below --per-class ({a.per_class}): the rest is '
                 'what the tuning runs train on')
+    if a.held_out == 0 and len(a.lrs) * len(a.wds) > 1:
+        p.error('--held-out 0 leaves no images to choose among several --lrs / --wds on: give one of each')
+    if a.seeds < 1:
+        p.error('--seeds must be at least 1')
     torch.set_num_threads(a.threads)
     if a.tiny:
         a.epochs, a.per_class, a.held_out, a.batch_size, a.num_test = 1, 6, 2, 20, 40
@@ -150,19 +154,20 @@ def main(argv=None):
     for name in a.nets:
         for init in ('he', 'ghn'):
             label = f"{name} / {'He' if init == 'he' else ghn_label}"
-            best, best_acc = (a.lrs[0], a.wds[0]), -1.0
+            best, best_acc, tuning = (a.lrs[0], a.wds[0]), -1.0, []
             if len(a.lrs) * len(a.wds) > 1:
                 for lr in a.lrs:
                     for wd in a.wds:
                         acc = finetune_and_eval(initialise(name, init, ghn, 0, a.tiny), sets['fit'], sets['val'],
                                                 a.epochs, lr, wd, a.batch_size, 0, sets['fit_clean'])
-                        if acc > best_acc:
+                        tuning.append(dict(lr=lr, wd=wd, held_out_acc=acc))
+                        if acc > best_acc:  # ties: the first setting of the grid
                             best, best_acc = (lr, wd), acc
             accs = [finetune_and_eval(initialise(name, init, ghn, s, a.tiny), sets['all'], test, a.epochs,
                                       best[0], best[1], a.batch_size, s, sets['all_clean'])
                     for s in range(a.seeds)]
             results[label] = dict(acc=accs, mean=float(np.mean(accs)), std=float(np.std(accs)), lr=best[0],
-                                  wd=best[1])
+                                  wd=best[1], tuning=tuning)
             print(f'{label:<28} {np.mean(accs):6.2f} +- {np.std(accs):.2f}  (lr {best[0]}, wd {best[1]}; '
                   f'{time.time() - t0:.0f} s)', flush=True)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from pyg_ghn.properties import (PROPERTIES, REGRESSORS, SVR_GRID, ArchPropertyDataset, Evaluator, MeasureConfig,
-                                embed_graphs, fit_regressor, load_ghns, measure_split, predict,
+                                embed_graphs, fit_regressor, load_ghns, measure_split, parse_ghn_specs, predict,
                                 round_predictions, svr_protocol, tau_summary)
 
 BASELINE_LABELS = {'gin': 'GIN', 'dgcn': 'Directed GCN (NeuPred-like)', 'ghn2conv': 'GHN-2 layer (from scratch)'}
@@ -82,6 +82,12 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--tiny', action='store_true', help='a few networks and steps: an end-to-end check')
     a = p.parse_args(argv)
+    try:
+        parse_ghn_specs(a.ghn)  # before any long work: two GHNs with one name would overwrite each other's rows
+    except ValueError as e:
+        p.error(str(e))
+    if a.seeds < 1:
+        p.error('--seeds must be at least 1')
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()

@@ -10,7 +10,7 @@ from torch_geometric.data import Dataset
 
 from ..graph.arch_graph import ArchGraph
 
-__all__ = ['PROPERTIES', 'ArchPropertyDataset', 'load_results']
+__all__ = ['PROPERTIES', 'ArchPropertyDataset', 'load_results', 'measured_on']
 
 #: The four properties, in the column order of ``y`` (see :mod:`pyg_ghn.properties.measure`).
 PROPERTIES: Tuple[str, ...] = ('clean_acc', 'noise_acc', 'time', 'converge_time')
@@ -27,6 +27,12 @@ def load_results(path: str) -> Dict[str, Any]:
     if not isinstance(out, dict) or out.get('version') != FORMAT_VERSION or 'results' not in out:
         raise ValueError(f'{path} is not a pyg_ghn property file (version {FORMAT_VERSION})')
     return out
+
+
+def measured_on(state: Dict[str, Any]) -> str:
+    """The device a property file was measured on (``'cpu'``, ``'cuda (NVIDIA H200)'``, ...). Files written
+    before the device was recorded carry none: every one of them was measured on the CPU."""
+    return state.get('device', 'cpu')
 
 
 class ArchPropertyDataset(Dataset):
@@ -53,13 +59,14 @@ class ArchPropertyDataset(Dataset):
 
     Args:
         root (str): folder for the processed cache.
-        paths (str or list of str): property files (several are merged; a ``(split, idx)`` measured twice is
-            an error).
+        paths (str or list of str): property files (several are merged; a ``(split, idx)`` measured twice, or
+            files measured with other settings or on another device, are an error).
         properties (sequence of str): target columns. (default: all four)
         max_sp_dist (int): virtual-edge cut-off of the graphs (GHN-2: 50).
         train_split, test_split (str): the DeepNets-1M splits returned as ``'train'`` / ``'test'`` by
             :meth:`get_idx_split`. (default: ``'val'``, ``'test'``)
-        transform, pre_transform: as in PyG.
+        transform, pre_transform: as in PyG; a ``pre_transform`` may read ``y`` but not change it (targets
+            are set on loading), scale targets in ``transform``.
     """
 
     def __init__(self, root: str, paths: Union[str, Sequence[str]],
@@ -68,11 +75,24 @@ class ArchPropertyDataset(Dataset):
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
                  log: bool = True) -> None:
         paths = [paths] if isinstance(paths, str) else list(paths)
+        if train_split == test_split:
+            raise ValueError(f'train_split and test_split are both {train_split!r}: regression models would be '
+                             'tuned and scored on the same networks')
         self.paths, self.properties, self.max_sp_dist = paths, tuple(properties), max_sp_dist
         self.train_split, self.test_split = train_split, test_split
-        records, seen = [], set()
+        records, seen, settings = [], set(), {}
         for p in paths:
-            for r in load_results(p)['results']:
+            state = load_results(p)
+            # Targets fitted on one file and scored on another must be the same quantities: the same
+            # training, threshold, noise, test images and timing device.
+            settings[p] = dict(state.get('config', {}), device=measured_on(state))
+            first = next(iter(settings.values()))
+            if settings[p] != first:
+                diff = {k: (first.get(k), settings[p].get(k)) for k in sorted(set(first) | set(settings[p]))
+                        if first.get(k) != settings[p].get(k)}
+                raise ValueError(f'{p} was measured with other settings than {paths[0]}: {diff} '
+                                 f'({paths[0]}, {p}); their properties are not comparable')
+            for r in state['results']:
                 key = (r['split'], r['idx'])
                 if key in seen:
                     raise ValueError(f'{key} is measured twice in {paths}')
@@ -84,6 +104,9 @@ class ArchPropertyDataset(Dataset):
             raise ValueError(f'properties {missing} are missing from some records of {paths}')
         records.sort(key=lambda r: (r['split'] != train_split, r['split'] != test_split, r['split'], r['idx']))
         self.records: List[Dict[str, Any]] = records
+        #: The measurement settings shared by all files (:class:`~pyg_ghn.properties.measure.MeasureConfig`
+        #: fields and ``device``).
+        self.config: Dict[str, Any] = dict(next(iter(settings.values()), {}))
         # The targets are not in the key: re-measured properties of the same networks reuse the graphs.
         key = json.dumps([[r['split'], r['idx'], r['net_args']] for r in records]
                          + [max_sp_dist, repr(pre_transform)], sort_keys=True)
@@ -120,6 +143,11 @@ class ArchPropertyDataset(Dataset):
             g.net_args = json.dumps(r['net_args'], separators=(',', ':'), sort_keys=True)
             if self.pre_transform is not None:
                 g = self.pre_transform(g)
+                # y is set again on every load (re-measured targets reuse the cached graphs), so a change
+                # made here would be silently undone: target scaling belongs in ``transform``.
+                if not torch.equal(g.y, y):
+                    raise ValueError('pre_transform changed y; it may read the targets but not change them '
+                                     '(y is restored on loading): scale targets in transform instead')
             graphs.append(g)
         torch.save([g.to_dict() for g in graphs], self.processed_paths[0])
         self._graphs = graphs

@@ -26,7 +26,7 @@ Accuracies are evaluated with :func:`pyg_ghn.train.evaluate` in the paper's Batc
 
 The script appends one record per network to a JSON file, atomically (write to a temporary file, then
 rename), and skips the networks already in it, so it can be stopped and resumed; a file made with other
-settings is refused. Run splits in parallel only into different files
+settings, or on another device (recorded in the file: ``'cpu'``, ``'cuda (GPU name)'``), is refused. Run splits in parallel only into different files
 (:class:`~pyg_ghn.properties.ArchPropertyDataset` reads several)::
 
     python -m pyg_ghn.properties.measure --split val --num-nets 100 --out data/properties_val.json
@@ -47,10 +47,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..train.baselines import DivergedError
-from .dataset import FORMAT_VERSION, PROPERTIES, load_results
+from .dataset import FORMAT_VERSION, PROPERTIES, load_results, measured_on
 
 __all__ = ['PROPERTIES', 'MeasureConfig', 'ImageSets', 'load_image_sets', 'add_gaussian_noise',
-           'measure_network', 'measure_split', 'load_results', 'main']
+           'measure_network', 'measure_split', 'device_description', 'load_results', 'main']
 
 
 @dataclass
@@ -217,6 +217,13 @@ def measure_network(net_args: Dict[str, Any], cfg: MeasureConfig, data: ImageSet
                 seconds=time.perf_counter() - t0)
 
 
+def device_description(device: torch.device) -> str:
+    """What a property file records as the device it was measured on: ``'cpu'`` or ``'cuda (GPU name)'``."""
+    if device.type == 'cuda':
+        return f'cuda ({torch.cuda.get_device_name(device)})'
+    return device.type
+
+
 # --------------------------------------------------------------------------------------------------------
 def _atomic_write(obj: Any, path: str) -> None:
     tmp = f'{path}.tmp{os.getpid()}'
@@ -237,14 +244,21 @@ def measure_split(split: str, num_nets: int, out: str, cfg: MeasureConfig, start
     from tqdm import tqdm
     from ..deepnets.generator import generate_split
     config = asdict(cfg)
+    device = torch.device(device or 'cpu')
+    where = device_description(device)
     if osp.exists(out):
         state = load_results(out)
         if state['config'] != config:
             diff = {k: (state['config'].get(k), v) for k, v in config.items() if state['config'].get(k) != v}
             raise ValueError(f'{out} was measured with other settings {diff} (file, now); use another --out')
+        # Inference times of another device are another quantity: one file, one device.
+        if measured_on(state) != where:
+            raise ValueError(f'{out} was measured on {measured_on(state)!r}, this run is on {where!r}: '
+                             'times would not be comparable; use another --out')
+        state['device'] = where
     else:
         os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-        state = dict(version=FORMAT_VERSION, config=config, results=[])
+        state = dict(version=FORMAT_VERSION, config=config, device=where, results=[])
     done = {(r['split'], r['idx']) for r in state['results']}
     nets = generate_split(split, num_nets, start=start)
     todo = [(start + i, a) for i, a in enumerate(nets) if (split, start + i) not in done]

@@ -141,9 +141,12 @@ def parse_ghn_specs(specs: Optional[Sequence[str]]) -> List[Tuple[str, Optional[
     (named after the file) or ``'NAME=random'`` (a random GHN of configuration NAME when NAME is one, e.g.
     ``ghn1``, else GHN-2). ``None`` or empty means one random GHN-2."""
     from ..nn.configs import CONFIGS
-    out = []
+    out, seen = [], {}
     for s in specs or ['ghn2=random']:
         name, path = s.split('=', 1) if '=' in s else (os.path.splitext(os.path.basename(s))[0], s)
+        if name in seen:  # results are keyed by name: a second one would silently replace the first
+            raise ValueError(f'two GHNs are named {name!r} ({seen[name]!r} and {s!r}): name them, NAME=PATH')
+        seen[name] = s
         out.append((name, None if path in ('random', '') else path, name if name in CONFIGS else 'ghn2'))
     return out
 

@@ -10,9 +10,11 @@ import torch
 from pyg_ghn.deepnets.generator import generate_split
 
 
-def write_property_file(path: str, splits=(('val', 5), ('test', 3)), C: int = 8, seed: int = 0) -> dict:
+def write_property_file(path: str, splits=(('val', 5), ('test', 3)), C: int = 8, seed: int = 0,
+                        device: str = None, **config) -> dict:
     """A property file in the measurement format with real DeepNets-1M architectures and made-up targets
-    (a deterministic function of split and index), for tests that read, not measure."""
+    (a deterministic function of split and index), for tests that read, not measure. ``config``: more
+    measurement settings; ``device``: recorded when given (older files have none)."""
     g = torch.Generator().manual_seed(seed)
     results = []
     for split, n in splits:
@@ -23,7 +25,9 @@ def write_property_file(path: str, splits=(('val', 5), ('test', 3)), C: int = 8,
             results.append(dict(split=split, idx=i, net_args=args, clean_acc=50 + 40 * v[0],
                                 noise_acc=30 + 40 * v[1], time=5 + 100 * v[2],
                                 converge_time=int(10 + 100 * v[3]), converged=True))
-    state = dict(version=1, config=dict(C=C), results=results)
+    state = dict(version=1, config=dict(C=C, **config), results=results)
+    if device is not None:
+        state['device'] = device
     with open(path, 'w') as f:
         json.dump(state, f)
     return state

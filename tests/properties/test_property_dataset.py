@@ -1,5 +1,6 @@
 import json
 import os.path as osp
+import shutil
 
 import pytest
 import torch
@@ -47,7 +48,8 @@ def test_dataset_graph_is_the_measured_network(property_file, tmp_path):
 
 
 def test_dataset_cache_and_reprocess(property_file, tmp_path):
-    path, _ = property_file
+    path = str(tmp_path / 'properties.json')  # a private copy: this test rewrites targets
+    shutil.copy(property_file[0], path)
     ds = ArchPropertyDataset(str(tmp_path), path, log=False)
     files = sorted(p for p in ds.processed_file_names)
     assert osp.exists(osp.join(str(tmp_path), 'processed', files[0]))
@@ -87,3 +89,38 @@ def test_dataset_merges_files_skips_errors_and_rejects_duplicates(tmp_path):
     assert [g.net_idx for g in ds][3] == 0 and ds[3].split == 'test'
     with pytest.raises(ValueError, match='twice'):
         ArchPropertyDataset(str(tmp_path / 'root'), [a, a], log=False)
+
+
+def test_dataset_refuses_files_measured_differently(tmp_path):
+    # Fitting on val targets of one measurement and scoring on test targets of another would compare
+    # different quantities: settings and the timing device must agree across files.
+    a, b, c, d = (str(tmp_path / f'{n}.json') for n in 'abcd')
+    write_property_file(a, splits=(('val', 2),), steps=300)
+    write_property_file(b, splits=(('test', 2),), steps=100)
+    with pytest.raises(ValueError, match=r"b.json was measured with other settings than .*a.json: "
+                                         r"\{'steps': \(300, 100\)\}"):
+        ArchPropertyDataset(str(tmp_path / 'root'), [a, b], log=False)
+    write_property_file(c, splits=(('test', 2),), steps=300, device='cuda (NVIDIA H200)')
+    with pytest.raises(ValueError, match=r"'device': \('cpu', 'cuda \(NVIDIA H200\)'\)"):
+        ArchPropertyDataset(str(tmp_path / 'root'), [a, c], log=False)
+    # A file without a recorded device was measured on the CPU: it merges with one that says 'cpu'.
+    write_property_file(d, splits=(('test', 2),), steps=300, device='cpu')
+    ds = ArchPropertyDataset(str(tmp_path / 'root'), [a, d], log=False)
+    assert len(ds) == 4 and ds.config == {'C': 8, 'steps': 300, 'device': 'cpu'}
+
+
+def test_dataset_refuses_one_split_for_both_and_a_pre_transform_changing_y(property_file, tmp_path):
+    path, _ = property_file
+    with pytest.raises(ValueError, match="both 'val'"):
+        ArchPropertyDataset(str(tmp_path), path, train_split='val', test_split='val', log=False)
+
+    def log_time(g):
+        g.y = g.y.clone()
+        g.y[:, 2] = g.y[:, 2].log()
+        return g
+    with pytest.raises(ValueError, match='pre_transform changed y.*transform instead'):
+        ArchPropertyDataset(str(tmp_path / 'pre'), path, pre_transform=log_time, log=False)
+    # As a transform it applies on every access.
+    ds = ArchPropertyDataset(str(tmp_path / 'tf'), path, transform=log_time, log=False)
+    raw = ArchPropertyDataset(str(tmp_path / 'tf'), path, log=False)
+    assert torch.allclose(ds[1].y[0, 2], raw[1].y[0, 2].log())

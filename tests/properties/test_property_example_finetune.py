@@ -20,10 +20,23 @@ def test_finetune_tiny(tmp_path):
     assert set(res) == {f'{n} / {i}' for n in ('resnet50', 'vit', 'darts') for i in ('He', 'ghn2 (random)')}
     for r in res.values():
         assert len(r['acc']) == 2 and all(0 <= x <= 100 for x in r['acc'])
-        assert r['lr'] in (0.01, 0.025)  # chosen on the held-out images
+        # The setting used is the best of the grid on the held-out images (the first one on ties).
+        assert [(t['lr'], t['wd']) for t in r['tuning']] == [(0.01, 1e-4), (0.025, 1e-4)]
+        best = max(r['tuning'], key=lambda t: t['held_out_acc'])
+        assert (r['lr'], r['wd']) == (best['lr'], best['wd'])
 
 
 def test_finetune_rejects_a_held_out_set_as_large_as_the_shots():
     proc = subprocess.run([sys.executable, osp.join(ROOT, 'examples', 'finetune.py'), '--per-class', '5',
                            '--held-out', '5'], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'must be at least 0 and below --per-class (5)' in proc.stderr
+
+
+def test_finetune_rejects_settings_it_cannot_tune_or_run():
+    def fails(*args):
+        proc = subprocess.run([sys.executable, osp.join(ROOT, 'examples', 'finetune.py'), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        return proc.stderr
+    assert 'no images to choose among several --lrs / --wds' in fails('--held-out', '0')
+    assert '--seeds must be at least 1' in fails('--seeds', '0')

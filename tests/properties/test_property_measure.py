@@ -1,5 +1,6 @@
-import time
+import json
 import os.path as osp
+import time
 
 import pytest
 import torch
@@ -73,18 +74,30 @@ def test_measure_two_tiny_nets_end_to_end_and_resume(tmp_path):
         assert 2 <= r['converge_time'] <= 4 and isinstance(r['converged'], bool)
         assert r['net_args']['C'] == 8
     assert state['config']['steps'] == 4 and state['config']['noise_std'] == 0.08
-    # Resuming skips what is done (records are unchanged), a larger --num-nets only adds the new ones.
+    assert state['device'] == 'cpu'
+    # Resuming skips what is done (records are unchanged), a larger --num-nets only adds the new ones, and
+    # --start measures a later range into the same file.
     main(['--split', 'val', '--out', out] + TINY)
     assert load_results(out)['results'] == recs
+    main(['--split', 'val', '--out', out] + TINY + ['--num-nets', '3'])
+    main(['--split', 'val', '--out', out] + TINY + ['--start', '5', '--num-nets', '1'])
+    grown = load_results(out)['results']
+    assert grown[:2] == recs and [(r['split'], r['idx']) for r in grown[2:]] == [('val', 2), ('val', 5)]
     # Same seed, same results: a fresh file reproduces the accuracies and convergence.
     out2 = str(tmp_path / 'again.json')
     main(['--split', 'val', '--out', out2] + TINY)
     for a, b in zip(recs, load_results(out2)['results']):
         assert (a['clean_acc'], a['noise_acc'], a['converge_time'], a['final_loss']) == \
                (b['clean_acc'], b['noise_acc'], b['converge_time'], b['final_loss'])
-    # Other settings into the same file are refused.
+    # Other settings into the same file are refused, and so is another device: its times are not comparable.
     with pytest.raises(ValueError, match='other settings'):
         main(['--split', 'val', '--out', out, '--seed', '1'] + TINY)
+    gpu = dict(load_results(out), device='cuda (NVIDIA H200)')
+    gpu_file = str(tmp_path / 'gpu.json')
+    json.dump(gpu, open(gpu_file, 'w'))
+    with pytest.raises(ValueError, match=r"measured on 'cuda \(NVIDIA H200\)', this run is on 'cpu'"):
+        main(['--split', 'val', '--out', gpu_file] + TINY + ['--num-nets', '4'])
+    assert load_results(gpu_file) == gpu
     # The file feeds the dataset.
     ds = ArchPropertyDataset(str(tmp_path / 'ds'), out, log=False)
-    assert len(ds) == 2 and ds.y[:, 0].tolist() == pytest.approx([r['clean_acc'] for r in recs])
+    assert len(ds) == 4 and ds.y[:, 0].tolist() == pytest.approx([r['clean_acc'] for r in grown])

@@ -137,3 +137,14 @@ def test_round_predictions_follows_the_protocol():
     assert round_predictions(pred, 'clean_acc').tolist() == [1.0, 3.0]
     assert round_predictions(torch.tensor([1.4, 2.6]), 'noise_acc').tolist() == [1.0, 3.0]
     assert round_predictions(pred, 'converge_time').tolist() == [1.4, 2.6]
+
+
+def test_parse_ghn_specs_names_and_refuses_two_with_one_name():
+    from pyg_ghn.properties import parse_ghn_specs
+    assert parse_ghn_specs(['GHN-2=runs/a/ghn.pt', 'runs/b/mlp.pt', 'ghn1=random']) == [
+        ('GHN-2', 'runs/a/ghn.pt', 'ghn2'), ('mlp', 'runs/b/mlp.pt', 'mlp'), ('ghn1', None, 'ghn1')]
+    # Bare paths are named after the file: runs/<name>/ghn.pt twice would give one row for two GHNs.
+    with pytest.raises(ValueError, match=r"two GHNs are named 'ghn' \('runs/ghn2/ghn.pt' and 'runs/mlp/ghn.pt'\)"):
+        parse_ghn_specs(['runs/ghn2/ghn.pt', 'runs/mlp/ghn.pt'])
+    with pytest.raises(ValueError, match="named 'A'"):
+        parse_ghn_specs(['A=x.pt', 'A=random'])

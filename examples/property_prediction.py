@@ -11,24 +11,26 @@ Properties are measured first (a long job; see ``python -m pyg_ghn.properties.me
     python -m pyg_ghn.properties.measure --split val --num-nets 100 --out data/properties_val.json
     python -m pyg_ghn.properties.measure --split test --num-nets 100 --out data/properties_test.json
     python examples/property_prediction.py --properties data/properties_val.json data/properties_test.json \
-        --ghn ghn2=runs/ghn2/ghn.pt --ghn ghn1=runs/ghn1/ghn.pt --ghn mlp=runs/mlp/ghn.pt
+        --ghn ghn2=runs/ghn2/ghn.pt --ghn ghn1=runs/ghn1/ghn.pt --ghn mlp=runs/mlp/ghn.pt --workers 2
 
 ``--tiny`` measures a few networks with a few SGD steps itself (unless ``--properties`` is given) and
 shrinks every setting, to check the pipeline end to end in about a minute.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import os.path as osp
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import torch
 
 from pyg_ghn.properties import (PROPERTIES, REGRESSORS, SVR_GRID, ArchPropertyDataset, Evaluator, MeasureConfig,
-                                embed_graphs, fit_regressor, load_ghns, measure_split, parse_ghn_specs, predict,
+                                embed_graphs, fit_and_predict, load_ghns, measure_split, parse_ghn_specs,
                                 round_predictions, svr_protocol, tau_summary)
 
 BASELINE_LABELS = {'gin': 'GIN', 'dgcn': 'Directed GCN (NeuPred-like)', 'ghn2conv': 'GHN-2 layer (from scratch)'}
@@ -79,7 +81,8 @@ def main(argv=None):
     p.add_argument('--epochs', type=int, default=200, help='training epochs of the GNN baselines')
     p.add_argument('--out', default='runs/property_prediction')
     p.add_argument('--root', default=None, help='graph cache folder (default: OUT/graphs)')
-    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--threads', type=int, default=1, help='torch threads per process')
+    p.add_argument('--workers', type=int, default=1, help='processes for the GNN baselines (one per core)')
     p.add_argument('--tiny', action='store_true', help='a few networks and steps: an end-to-end check')
     a = p.parse_args(argv)
     try:
@@ -123,25 +126,38 @@ def main(argv=None):
         methods.append(label)
         print(f'{label}: embeddings and SVR grid search in {time.time() - t:.0f} s', flush=True)
 
-    evaluator = Evaluator()
+    # One model per baseline, seed and property (as NeuPred in the paper): independent runs, spread over
+    # --workers processes; each is a function of its arguments, so the numbers do not depend on the split.
+    jobs = [(name, seed, j) for name in a.baselines for seed in range(len(seeds)) for j in range(len(PROPERTIES))]
+    preds = {}
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(a.baselines) * len(seeds) * len(PROPERTIES), desc='GNN regressors', disable=a.tiny)
+    bar = tqdm(total=len(jobs), desc='GNN regressors', disable=a.tiny)
+    if a.workers > 1 and jobs:
+        os.environ['OMP_NUM_THREADS'] = str(a.threads)  # read by torch in each spawned worker
+        with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+            futures = {pool.submit(fit_and_predict, name, train_graphs, y_train[:, j], test_graphs, seed=seed,
+                                   epochs=a.epochs): (name, seed, j) for name, seed, j in jobs}
+            for f in as_completed(futures):
+                preds[futures[f]] = f.result()
+                bar.set_postfix_str('{}, seed {}, {}'.format(*futures[f][:2], PROPERTIES[futures[f][2]]))
+                bar.update(1)
+    else:
+        for name, seed, j in jobs:
+            bar.set_postfix_str(f'{name}, seed {seed}, {PROPERTIES[j]}')
+            preds[name, seed, j] = fit_and_predict(name, train_graphs, y_train[:, j], test_graphs, seed=seed,
+                                                   epochs=a.epochs)
+            bar.update(1)
+    bar.close()
+    evaluator = Evaluator()
     for name in a.baselines:
         per_seed = []
         for seed in range(len(seeds)):
-            preds = []
-            for j, prop in enumerate(PROPERTIES):  # one model per property, as NeuPred in the paper
-                bar.set_postfix_str(f'{name}, seed {seed}, {prop}')
-                torch.manual_seed(seed)
-                model = REGRESSORS[name](out_channels=1)
-                fit_regressor(model, train_graphs, y_train[:, j], epochs=a.epochs, seed=seed)
-                # rounded as the SVR's predictions, so that every row of the table is scored alike
-                preds.append(round_predictions(predict(model, test_graphs)[:, 0], prop))
-                bar.update(1)
-            per_seed.append(evaluator.eval({'y_true': y_test, 'y_pred': np.stack(preds, 1)}))
+            # rounded as the SVR's predictions, so that every row of the table is scored alike
+            y_pred = np.stack([round_predictions(preds[name, seed, j][:, 0], prop)
+                               for j, prop in enumerate(PROPERTIES)], 1)
+            per_seed.append(evaluator.eval({'y_true': y_test, 'y_pred': y_pred}))
         results[BASELINE_LABELS[name]] = {prop: tau_summary([r[prop] for r in per_seed]) for prop in PROPERTIES}
         methods.append(BASELINE_LABELS[name])
-    bar.close()
 
     width = max(len(m) for m in methods) + 2
     print(f"\nKendall's tau on the test architectures (mean +- std over {len(seeds)} seeds)")

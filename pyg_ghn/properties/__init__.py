@@ -7,7 +7,7 @@ from .evaluator import Evaluator, kendall_tau, tau_summary
 from .protocol import (ROUND_DECIMALS, SVR_GRID, embed_graphs, fit_svr, load_ghn_or_random, load_ghns,
                        parse_ghn_specs, round_predictions, svr_protocol)
 from .baselines import (REGRESSORS, ArchNodeEncoder, DirectedGCNRegressor, GHN2ConvRegressor, GINRegressor,
-                        fit_regressor, predict)
+                        fit_and_predict, fit_regressor, predict)
 from .distances import (frechet_distance, hungarian_distance, l2_distance, mean_hungarian_distance,
                         node_cost_matrix, pairwise_l2)
 
@@ -16,7 +16,7 @@ __all__ = [
     'Evaluator', 'kendall_tau', 'tau_summary', 'ROUND_DECIMALS', 'SVR_GRID', 'round_predictions', 'embed_graphs',
     'fit_svr', 'load_ghn_or_random', 'svr_protocol', 'parse_ghn_specs', 'load_ghns', 'REGRESSORS',
     'ArchNodeEncoder', 'DirectedGCNRegressor',
-    'GHN2ConvRegressor', 'GINRegressor', 'fit_regressor', 'predict', 'frechet_distance', 'hungarian_distance',
+    'GHN2ConvRegressor', 'GINRegressor', 'fit_regressor', 'predict', 'fit_and_predict', 'frechet_distance', 'hungarian_distance',
     'l2_distance', 'mean_hungarian_distance', 'node_cost_matrix', 'pairwise_l2',
 ]
 

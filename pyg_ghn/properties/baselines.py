@@ -25,7 +25,7 @@ from torch_geometric.utils import to_undirected
 from ..primitives import PRIMITIVES
 
 __all__ = ['ArchNodeEncoder', 'shape_features', 'GINRegressor', 'DirectedGCNRegressor', 'GHN2ConvRegressor',
-           'REGRESSORS', 'fit_regressor', 'predict']
+           'REGRESSORS', 'fit_regressor', 'predict', 'fit_and_predict']
 
 NUM_SHAPE_FEATURES = 9
 
@@ -238,7 +238,22 @@ def predict(model: _ArchRegressor, graphs: Sequence[Data], batch_size: int = 64)
     model.eval()
     out = []
     device = model.y_mean.device
-    for batch in DataLoader(_with_targets(graphs, None), batch_size=batch_size):
+    # A generator of its own: a DataLoader without one draws its base seed from the global random state.
+    for batch in DataLoader(_with_targets(graphs, None), batch_size=batch_size, generator=torch.Generator()):
         out.append(model(batch.to(device)) * model.y_std + model.y_mean)
     model.train(was_training)
     return torch.cat(out).cpu().double().numpy() if out else np.zeros((0, model.out_channels))
+
+
+def fit_and_predict(name: str, train_graphs: Sequence[Data], y_train: Union[np.ndarray, Tensor],
+                    test_graphs: Sequence[Data], seed: int = 0, **fit_kwargs) -> np.ndarray:
+    """One baseline run: ``REGRESSORS[name]`` initialised with ``seed``, fitted on ``train_graphs`` /
+    ``y_train`` (:func:`fit_regressor`, ``seed`` and ``fit_kwargs``) and its predictions on ``test_graphs``,
+    ``[N_test, out_channels]``. A function of its arguments only (the global random state is left as it
+    was), so that runs can go to worker processes and give the same numbers as in one process."""
+    y = np.asarray(y_train, dtype=np.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = REGRESSORS[name](out_channels=1 if y.ndim == 1 else y.shape[1])
+    fit_regressor(model, train_graphs, y, seed=seed, **fit_kwargs)
+    return predict(model, test_graphs)

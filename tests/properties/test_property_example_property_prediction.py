@@ -27,3 +27,10 @@ def test_property_prediction_tiny(tmp_path):
     for split, n in (('val', 6), ('test', 5)):
         recs = json.load(open(tmp_path / f'properties_{split}.json'))['results']
         assert [r['idx'] for r in recs] == list(range(n))
+
+    # The GNN baselines spread over worker processes give the same table.
+    run('property_prediction.py', '--out', str(tmp_path / 'workers'), '--workers', '2', '--properties',
+        str(tmp_path / 'properties_val.json'), str(tmp_path / 'properties_test.json'))
+    again = json.load(open(tmp_path / 'workers' / 'results.json'))['results']
+    for m in ('GIN', 'Directed GCN (NeuPred-like)', 'GHN-2 layer (from scratch)'):
+        assert again[m] == methods[m], m

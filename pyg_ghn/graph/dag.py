@@ -57,8 +57,9 @@ def topological_levels(edge_index: Tensor, num_nodes: int) -> Tuple[Tensor, Tens
         CyclicGraphError: if the graph has a cycle (a self-loop included).
     """
     src, dst = edge_index.detach().cpu().tolist()
-    level_fw = torch.tensor(_kahn_levels(src, dst, num_nodes), dtype=torch.long)
-    level_bw = torch.tensor(_kahn_levels(dst, src, num_nodes), dtype=torch.long)
+    # On the graph's device: a level-wise sweep compares them with the node features' indices there.
+    level_fw = torch.tensor(_kahn_levels(src, dst, num_nodes), dtype=torch.long, device=edge_index.device)
+    level_bw = torch.tensor(_kahn_levels(dst, src, num_nodes), dtype=torch.long, device=edge_index.device)
     return level_fw, level_bw
 
 

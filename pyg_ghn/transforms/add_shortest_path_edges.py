@@ -46,6 +46,8 @@ def shortest_path_edges(edge_index: torch.Tensor, num_nodes: int, max_dist: int)
     (:func:`scipy.sparse.csgraph.shortest_path` with unit weights).
     """
     device = edge_index.device
+    if isinstance(max_dist, bool) or not isinstance(max_dist, (int, np.integer)):
+        raise TypeError(f'max_dist must be an int (the longest path kept), got {max_dist!r}')
     if max_dist < 2 or edge_index.numel() == 0:
         return (torch.empty(2, 0, dtype=torch.long, device=device),
                 torch.empty(0, dtype=torch.long, device=device))
@@ -57,7 +59,10 @@ def shortest_path_edges(edge_index: torch.Tensor, num_nodes: int, max_dist: int)
                             shape=(num_nodes, num_nodes))
         adj.sum_duplicates()
         dist = shortest_path(adj, method='D', directed=True, unweighted=True)
-    src, dst = np.nonzero((dist > 1) & (dist <= max_dist))  # unreachable fails the second test
+    # A path visits each node at most once, so no finite length exceeds num_nodes - 1, and the cut-off
+    # clamped to it separates reachable pairs from the sentinel of unreachable ones (which grows by one per
+    # level in the dynamic programme) and from inf, whatever max_dist a user asks for.
+    src, dst = np.nonzero((dist > 1) & (dist <= min(max_dist, num_nodes - 1)))
     edge_index_sp = torch.from_numpy(np.stack([src, dst]).astype(np.int64)).to(device)
     edge_dist_sp = torch.from_numpy(dist[src, dst].astype(np.int64)).to(device)
     return edge_index_sp, edge_dist_sp
@@ -77,7 +82,9 @@ class AddShortestPathEdges(BaseTransform):
             GHN-2's cut-off)
     """
     def __init__(self, max_dist: int = 50) -> None:
-        self.max_dist = max_dist
+        if isinstance(max_dist, bool) or not isinstance(max_dist, (int, np.integer)):
+            raise TypeError(f'max_dist must be an int (the longest path kept), got {max_dist!r}')
+        self.max_dist = int(max_dist)
 
     def forward(self, data: Data) -> Data:
         data.edge_index_sp, data.edge_dist_sp = shortest_path_edges(data.edge_index, data.num_nodes,

@@ -19,6 +19,12 @@ __all__ = ['DeepNets1M', 'EVAL_SPLITS', 'build_network', 'fit_eval_width']
 EVAL_SPLITS = ('val', 'test', 'wide', 'deep', 'dense', 'bnfree')
 _DEFAULT_SIZES = {'train': 1000, 'val': 500, 'test': 500, 'wide': 100, 'deep': 100, 'dense': 100, 'bnfree': 100,
                   'search': 1000}
+#: The evaluation splits no training architecture may be in (at their default sizes and seeds).
+_EVAL_SPLITS = ('val', 'test', 'wide', 'deep', 'dense', 'bnfree')
+# Version of train's exclusion rule, in its file names. 1: default val/test by ordered genotype; 2: every
+# evaluation split, a node's two inputs in either order (v1 let test networks 22 and 47 into train at
+# indices 1544 and 18294).
+_EXCLUSION_VERSION = 2
 _CHUNK = 256  # networks per generation task and per resumable chunk file
 
 
@@ -87,9 +93,10 @@ class DeepNets1M(ArchitectureDataset):
     Splits: ``train`` (the paper uses :math:`10^6`), ``val`` and ``test`` (500 each), out-of-distribution
     ``wide``, ``deep``, ``dense``, ``bnfree`` (100 each) and ``search``. Each split has its own seed, so
     splits never share a random stream (the original script makes ``test`` a prefix of ``train``);
-    ``train`` additionally excludes the architectures of the default ``val`` and ``test`` (their default
-    sizes and seeds; not those of a custom ``seed`` or ``num_nets``, nor the OOD splits, whose rules
-    differ from train's or whose architectures are test's widened).
+    ``train`` additionally excludes the architectures of every default evaluation split (``val``, ``test``,
+    ``wide``, ``deep``, ``dense``, ``bnfree`` at their default sizes and seeds; not those of a custom
+    ``seed`` or ``num_nets``): WIDE draws its own networks by the ID rules, and the supports of DEEP,
+    DENSE and BN-FREE overlap train's, so each could otherwise hold a training architecture.
 
     For ``train``, indexing with a pair ``(idx, seed)`` draws the training-time width (``C`` and ``fc_dim``,
     spec §4.3) from ``seed``, so that a sampler controls the randomness and training is reproducible.
@@ -140,7 +147,12 @@ class DeepNets1M(ArchitectureDataset):
 
     @property
     def processed_file_names(self) -> List[str]:
-        return [f'{self.split}_{self.num_nets}_seed{self.seed}.json']
+        return [f'{self.split}_{self.num_nets}_seed{self.seed}{self._tag}.json']
+
+    @property
+    def _tag(self) -> str:
+        # train depends on what it excludes: files of an older exclusion rule are not reused.
+        return f'_excl{_EXCLUSION_VERSION}' if self.split == 'train' else ''
 
     def download(self) -> None:
         pass
@@ -151,7 +163,7 @@ class DeepNets1M(ArchitectureDataset):
             return ()
         from ..deepnets.generator import arch_key
         keys = []
-        for split in ('val', 'test'):
+        for split in _EVAL_SPLITS:
             keys += [arch_key(a) for a in generate_split(split, _DEFAULT_SIZES[split])]
         return tuple(keys)
 
@@ -159,7 +171,7 @@ class DeepNets1M(ArchitectureDataset):
         """Generates the split in chunks, in parallel when ``num_workers > 1``, with a progress bar. Each
         finished chunk is saved, so an interrupted generation resumes where it stopped."""
         from tqdm import tqdm
-        chunk_dir = osp.join(self.processed_dir, f'chunks_{self.split}_seed{self.seed}')
+        chunk_dir = osp.join(self.processed_dir, f'chunks_{self.split}_seed{self.seed}{self._tag}')
         os.makedirs(chunk_dir, exist_ok=True)
         exclude = self._exclude()
         tasks = [(self.split, start, min(_CHUNK, self.num_nets - start), self.seed, exclude)

@@ -179,11 +179,21 @@ def sample_net_args(split: str = 'train', rng: RngLike = None, stats: Optional[D
             stats[reason] = stats.get(reason, 0) + 1
 
 
+def _sorted_pairs(edges: Sequence[Sequence[Any]]) -> List[List[Any]]:
+    out = []
+    for k in range(0, len(edges), 2):
+        out += sorted([list(e) for e in edges[k:k + 2]], key=lambda e: (str(e[0]), int(e[1])))
+    return out
+
+
 def arch_key(net_args: Dict[str, Any], by: str = 'arch') -> str:
     r"""A canonical string identifying an architecture: ``by='genotype'`` uses the cells only,
     ``by='arch'`` also the depth and every structural hyperparameter (not ``C``/``fc_dim``, which
     training resamples, nor ``num_params``)."""
-    g = Genotype.from_json(net_args['genotype']).to_list()
+    normal, normal_concat, reduce, reduce_concat = Genotype.from_json(net_args['genotype']).to_list()
+    # A cell node sums its two inputs: the order in which the sampler lists them does not change the
+    # network (the graphs are isomorphic), so the key lists each node's pair sorted.
+    g = [_sorted_pairs(normal), sorted(normal_concat), _sorted_pairs(reduce), sorted(reduce_concat)]
     if by == 'genotype':
         return json.dumps(g, separators=(',', ':'))
     if by != 'arch':

@@ -47,15 +47,18 @@ def test_same_seed_same_dataset(val, tmp_path):
 
 
 def test_splits_disjoint(train, tmp_path):
-    evals = {s: DeepNets1M(str(tmp_path), s, log=False) for s in ('val', 'test')}
-    assert [len(d) for d in evals.values()] == [500, 500]
+    evals = {s: DeepNets1M(str(tmp_path), s, log=False) for s in ('val', 'test', 'wide', 'deep', 'dense', 'bnfree')}
+    assert [len(d) for d in evals.values()] == [500, 500, 100, 100, 100, 100]
     assert find_overlap(evals['val'].nets, evals['test'].nets) == []
     for d in evals.values():
         assert find_overlap(d.nets, train.nets) == []
-    # train is generated with every val/test architecture excluded
+    # train is generated with every architecture of the evaluation splits excluded
     excluded = set(train._exclude())
     assert {arch_key(a) for d in evals.values() for a in d.nets} == excluded
     assert not excluded & {arch_key(a) for a in train.nets}
+    # Its files name the exclusion rule: a train split cached under an older rule is generated again.
+    assert train.processed_file_names == ['train_300_seed0_excl2.json']
+    assert evals['val'].processed_file_names == ['val_500_seed1.json']
 
 
 def test_interrupted_generation_resumes(tmp_path, monkeypatch):

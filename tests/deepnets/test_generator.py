@@ -119,6 +119,24 @@ def test_splits_disjoint():
     assert arch_key(train2[0]) not in excl and train2[1:] == train[1:3]
 
 
+def test_arch_key_ignores_the_order_of_a_nodes_two_inputs():
+    # Found in the seed-0 stream: training network 1544 is test network 22 with the two inputs of its normal
+    # cell's node listed the other way round -- the same network (isomorphic graphs, equal size).
+    train_net, test_net = generate_net('train', 1544), generate_split('test', 23)[22]
+    assert train_net['genotype']['normal'] == test_net['genotype']['normal'][::-1]
+    assert train_net['num_params'] == test_net['num_params']
+    assert arch_key(train_net) == arch_key(test_net)
+    assert arch_key(train_net, 'genotype') == arch_key(test_net, 'genotype')
+    assert find_overlap([test_net], [train_net]) == [(0, 0)]
+    # Excluding the test architectures therefore replaces it.
+    replaced = generate_net('train', 1544, exclude=frozenset({arch_key(test_net)}))
+    assert arch_key(replaced) != arch_key(test_net)
+    # A different op, input or hyperparameter still gives another key.
+    other = dict(test_net, genotype=dict(test_net['genotype'], normal=[['conv_5x5', 1], ['msa', 0]]))
+    assert arch_key(other) != arch_key(test_net)
+    assert arch_key(dict(test_net, n_cells=test_net['n_cells'] + 1)) != arch_key(test_net)
+
+
 def test_sample_train_width():
     chs, fcs = list(range(32, 129, 16)), list(range(64, 513, 64))
     rng = np.random.default_rng(0)

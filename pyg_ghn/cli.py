@@ -13,26 +13,60 @@ import torch
 __all__ = ['main']
 
 
-def _load_model(spec: str, num_classes: Optional[int] = None) -> torch.nn.Module:
+_PREDEFINED = ('resnet50', 'vit', 'darts')
+
+#: What the image dataset fixes: the classes of the networks, ImageNet-style (224x224) networks or not, and
+#: the GHN configuration (the original's CIFAR-10 or ImageNet checkpoints).
+_DATA_SETUP = {'fashion_mnist': (10, False, 'cifar10'), 'cifar10': (10, False, 'cifar10'),
+               'imagenet': (1000, True, 'imagenet')}
+
+
+def _data_setup(name: str):
+    key = name.lower().replace('-', '_')
+    if key not in _DATA_SETUP:
+        raise SystemExit(f'error: unknown --data {name!r}; one of {sorted(_DATA_SETUP)}')
+    return _DATA_SETUP[key]
+
+
+def _input_size(values: Optional[List[int]]) -> Any:
+    # One value is an image side (3 x s x s), as from_module reads an int; several are the full shape.
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _load_model(spec: str, num_classes: Optional[int] = None, default_classes: Optional[int] = None
+                ) -> torch.nn.Module:
     """A torchvision model name (``resnet50``), a DeepNets-1M predefined net (``deepnets:vit``) or a
-    ``module:callable`` returning an ``nn.Module``."""
+    ``module:callable`` returning an ``nn.Module``; ``num_classes`` (or ``default_classes`` where the
+    builder needs a value) sets the classifier."""
     if spec.startswith('deepnets:'):
         from .deepnets import predefined
-        return getattr(predefined, spec.split(':', 1)[1])(num_classes=num_classes or 10)
+        name = spec.split(':', 1)[1]
+        if name not in _PREDEFINED:
+            raise SystemExit(f'error: unknown predefined network {name!r}; one of '
+                             f'{", ".join("deepnets:" + n for n in _PREDEFINED)}')
+        return getattr(predefined, name)(num_classes=num_classes or default_classes or 10)
     if ':' in spec:
         mod, fn = spec.split(':', 1)
         sys.path.insert(0, os.getcwd())
         try:
-            return getattr(importlib.import_module(mod), fn)()
+            builder = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e:
             raise SystemExit(f'error: cannot load {spec!r}: {e}. Give a torchvision model name or '
                              f'module:callable importable from the current folder.')
+        if not num_classes:
+            return builder()
+        try:  # only when asked: a user's builder need not take num_classes
+            return builder(num_classes=num_classes)
+        except TypeError as e:
+            raise SystemExit(f'error: --num-classes {num_classes} given, but {spec}(num_classes=...) failed: {e}')
     import torchvision
     if spec not in torchvision.models.list_models(module=torchvision.models):
         raise SystemExit(f'error: {spec!r} is not a torchvision classification model; see '
                          f'torchvision.models.list_models(), or give module:callable.')
-    kwargs = {'num_classes': num_classes} if num_classes else {}
-    return torchvision.models.get_model(spec, **kwargs)
+    n = num_classes or default_classes
+    return torchvision.models.get_model(spec, **({'num_classes': n} if n else {}))
 
 
 def _ghn(path: Optional[str], config: str, dataset: str, device: str, seed: int = 0) -> Any:
@@ -64,12 +98,14 @@ def cmd_train(a: argparse.Namespace) -> None:
             a.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     if a.threads:
         torch.set_num_threads(a.threads)
-    archs = DeepNets1M(a.arch_root, 'train', num_nets=a.archs, num_workers=a.workers or 1, attach_network=True)
+    num_classes, large_images, ghn_dataset = _data_setup(a.data)
+    archs = DeepNets1M(a.arch_root, 'train', num_nets=a.archs, num_workers=a.workers or 1, attach_network=True,
+                       num_classes=num_classes, large_images=large_images)
     loaders = image_loaders(a.data, root=a.data_root, batch_size=a.batch_size, split='val', seed=a.seed)
     overrides = {} if a.no_ve is False else {'ve': False}
     if a.no_norm:
         overrides['weight_norm'] = False
-    ghn = GHN.from_config(a.config, 'cifar10', **overrides)
+    ghn = GHN.from_config(a.config, ghn_dataset, **overrides)
     if a.init:  # warm start from GHN weights (e.g. a run on another machine); the optimizer starts afresh
         ghn.load_state_dict(GHN.load(a.init).state_dict())
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, meta_batch=a.meta_batch, max_nodes=a.max_nodes,
@@ -124,10 +160,16 @@ def cmd_eval(a: argparse.Namespace) -> None:
     from .datasets import image_loaders
     from .datasets.deepnets1m import DeepNets1M
     from .train.evaluate_ghn import evaluate_ghn, summarize
+    if a.num_nets is not None and a.num_nets < 1:
+        raise SystemExit('error: --num-nets must be at least 1')
+    num_classes, large_images, ghn_dataset = _data_setup(a.data)
+    ghn = None if a.ghn == 'he' else _ghn(a.ghn, a.config, ghn_dataset, a.device)
+    if ghn is not None and ghn.num_classes != num_classes:
+        raise SystemExit(f'error: the GHN predicts {ghn.num_classes}-class networks, {a.data} has {num_classes} '
+                         'classes: give a GHN trained for it')
     loaders = image_loaders(a.data, root=a.data_root, test_batch_size=64, split='test',
                             load_train='running' in a.bn_mode)
-    ghn = None if a.ghn == 'he' else _ghn(a.ghn, a.config, 'cifar10', a.device)
-    ds = DeepNets1M(a.arch_root, a.split, num_nets=a.num_nets)
+    ds = DeepNets1M(a.arch_root, a.split, num_nets=a.num_nets, num_classes=num_classes, large_images=large_images)
     archs = [(f'{a.split}/{i}', ds.network(i), ds[i]) for i in range(len(ds))]
     init = None
     if ghn is None:
@@ -144,10 +186,11 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
-    model = _load_model(a.model, a.num_classes)
-    ghn = _ghn(a.ghn, a.config, 'cifar10', a.device)
+    data_classes, _, ghn_dataset = _data_setup(a.data) if a.data else (None, False, 'cifar10')
+    ghn = _ghn(a.ghn, a.config, ghn_dataset, a.device)
+    model = _load_model(a.model, a.num_classes, default_classes=data_classes or ghn.num_classes)
     t = time.perf_counter()
-    model = ghn(model.to(a.device), input_size=tuple(a.input_size) if a.input_size else None)
+    model = ghn(model.to(a.device), input_size=_input_size(a.input_size))
     print(f'predicted {sum(p.numel() for p in model.parameters()):,} parameters in '
           f'{time.perf_counter() - t:.3f} s')
     if a.out:
@@ -165,7 +208,7 @@ def cmd_graph(a: argparse.Namespace) -> None:
     from .graph import from_module
     model = _load_model(a.model, a.num_classes)
     t = time.perf_counter()
-    g = from_module(model, tuple(a.input_size) if a.input_size else None, max_sp_dist=a.max_sp_dist,
+    g = from_module(model, _input_size(a.input_size), max_sp_dist=a.max_sp_dist,
                     extended=a.extended)
     print(f'{a.model}: {g.summary()} (built in {time.perf_counter() - t:.3f} s)')
     if g.unpredicted:
@@ -249,8 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('model', help="torchvision name, 'deepnets:vit' or module:callable")
     r.add_argument('--ghn', default='pretrained')
     r.add_argument('--config', default='ghn2')
-    r.add_argument('--num-classes', type=int, default=10)
-    r.add_argument('--input-size', type=int, nargs='+', default=None)
+    r.add_argument('--num-classes', type=int, default=None,
+                   help="classes of the network (default: those of --data, else the GHN's)")
+    r.add_argument('--input-size', type=int, nargs='+', default=None,
+                   help='S (a 3xSxS image) or the full input shape, e.g. 3 224 224 (default: 3 32 32)')
     r.add_argument('--data', default=None, help='evaluate on this dataset (e.g. fashion_mnist)')
     r.add_argument('--data-root', default=None)
     r.add_argument('--max-batches', type=int, default=None)
@@ -261,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser('graph', help='build, describe and plot the graph of a network')
     g.add_argument('model')
     g.add_argument('--num-classes', type=int, default=None)
-    g.add_argument('--input-size', type=int, nargs='+', default=None)
+    g.add_argument('--input-size', type=int, nargs='+', default=None,
+                   help='S (a 3xSxS image) or the full input shape, e.g. 3 224 224 (default: 3 32 32)')
     g.add_argument('--max-sp-dist', type=int, default=50)
     g.add_argument('--extended', action='store_true')
     g.add_argument('--plot', default=None, help='PNG path')

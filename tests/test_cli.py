@@ -133,6 +133,42 @@ def test_unknown_model_fails_with_advice():
         main(['graph', 'no_such_module:make_net'])
 
 
+def test_model_options_reach_the_model(tmp_path, monkeypatch, capsys):
+    # --input-size S is a 3xSxS image, as from_module reads an int; --num-classes reaches a user's builder.
+    main(['graph', 'resnet18', '--input-size', '32', '--num-classes', '7'])
+    out = capsys.readouterr().out
+    main(['graph', 'resnet18', '--input-size', '3', '32', '32', '--num-classes', '7'])
+    assert capsys.readouterr().out.split(' (built')[0] == out.split(' (built')[0]
+    (tmp_path / 'user_nets.py').write_text(
+        'import torch.nn as nn\n'
+        'def mlp(num_classes=10):\n'
+        '    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 16), nn.ReLU(), nn.Linear(16, num_classes))\n'
+        'def fixed():\n'
+        '    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 5))\n')
+    monkeypatch.chdir(tmp_path)
+    from pyg_ghn.cli import _load_model
+    assert _load_model('user_nets:mlp', 7)[-1].out_features == 7
+    assert _load_model('user_nets:mlp')[-1].out_features == 10
+    assert _load_model('user_nets:fixed')[-1].out_features == 5
+    with pytest.raises(SystemExit, match=r'--num-classes 7 given, but user_nets:fixed\(num_classes=...\) failed'):
+        _load_model('user_nets:fixed', 7)
+    assert _load_model('deepnets:darts', 7).classifier[-1].out_features == 7
+    with pytest.raises(SystemExit, match="unknown predefined network 'resnet'; one of deepnets:resnet50"):
+        _load_model('deepnets:resnet')
+
+
+def test_eval_refuses_what_it_cannot_evaluate(tmp_path):
+    # A 10-class GHN on 1000-class ImageNet would score ~0% silently; zero networks, an empty table.
+    with pytest.raises(SystemExit, match='the GHN predicts 10-class networks, imagenet has 1000 classes'):
+        main(['eval', '--ghn', 'pretrained', '--data', 'imagenet', '--arch-root', str(tmp_path / 'a')])
+    with pytest.raises(SystemExit, match='--num-nets must be at least 1'):
+        main(['eval', '--ghn', 'he', '--num-nets', '0', '--arch-root', str(tmp_path / 'a')])
+    with pytest.raises(SystemExit, match="unknown --data 'mnist'"):
+        main(['eval', '--ghn', 'he', '--data', 'mnist', '--arch-root', str(tmp_path / 'a')])
+    from pyg_ghn.cli import _data_setup
+    assert _data_setup('ImageNet') == (1000, True, 'imagenet') and _data_setup('fashion-mnist')[0] == 10
+
+
 def test_missing_checkpoint_fails_clearly(tmp_path):
     missing = str(tmp_path / 'missing.pt')
     with pytest.raises(SystemExit, match=f"error: no GHN checkpoint at '{re.escape(missing)}'"):

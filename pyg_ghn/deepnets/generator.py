@@ -209,6 +209,7 @@ def generate_net(split: str, index: int, seed: Optional[int] = None,
     picklable for process pools. The generator is seeded with ``(seed, split id, index)``; ``seed``
     defaults to ``SPLIT_SEEDS[split]``. Architectures whose :func:`arch_key` is in ``exclude`` are
     skipped (e.g. the evaluation architectures when generating ``train``)."""
+    _config(split)  # an unknown split is a ValueError naming the splits
     seed = SPLIT_SEEDS[split] if seed is None else int(seed)
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], int(index)])
     while True:

@@ -165,3 +165,8 @@ def test_sample_train_width():
     rng = np.random.default_rng(1)
     widths = {sample_train_width(small, rng)['C'] for _ in range(200)}
     assert widths == set(chs)
+
+
+def test_unknown_split_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown split 'bogus'"):
+        generate_net('bogus', 0)

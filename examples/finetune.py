@@ -98,6 +98,13 @@ def subset(full: InMemoryImageDataset, idx: np.ndarray, augment: bool) -> InMemo
                                 augment=augment, size=32, classes=full.classes)
 
 
+def save_json(obj, path):
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)  # atomic: a run killed while writing keeps the previous rows
+
+
 def finetune_and_eval(model, train_set, eval_set, epochs, lr, wd, batch_size, seed, calibrate_set):
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=torch.Generator())
     steps = epochs * math.ceil(len(train_set) / batch_size)
@@ -114,6 +121,9 @@ def main(argv=None):
     p.add_argument('--ghn', help="GHN checkpoint (default: a random GHN-2, with a warning)")
     p.add_argument('--nets', nargs='+', default=list(NETS), choices=NETS)
     p.add_argument('--seeds', type=int, default=3)
+    p.add_argument('--inits', nargs='+', default=['he', 'ghn'], choices=['he', 'ghn'],
+                   help='initialisations to fine-tune from (He init does not depend on the GHN: one run serves '
+                        'every GHN)')
     p.add_argument('--epochs', type=int, default=50)
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--per-class', type=int, default=100)
@@ -152,7 +162,7 @@ def main(argv=None):
 
     results = {}
     for name in a.nets:
-        for init in ('he', 'ghn'):
+        for init in a.inits:
             label = f"{name} / {'He' if init == 'he' else ghn_label}"
             best, best_acc, tuning = (a.lrs[0], a.wds[0]), -1.0, []
             if len(a.lrs) * len(a.wds) > 1:
@@ -170,14 +180,13 @@ def main(argv=None):
                                   wd=best[1], tuning=tuning)
             print(f'{label:<28} {np.mean(accs):6.2f} +- {np.std(accs):.2f}  (lr {best[0]}, wd {best[1]}; '
                   f'{time.time() - t0:.0f} s)', flush=True)
+            save_json(dict(args=vars(a), results=results), osp.join(a.out, 'results.json'))  # a long run keeps rows
 
     print(f'\n{a.per_class}-shot Fashion-MNIST test accuracy (%), {a.seeds} seeds, {a.epochs} epochs')
     print(f"{'':<12}" + ''.join(f'{n:>18}' for n in a.nets))
-    for init in ('He', ghn_label):
+    for init in [{'he': 'He', 'ghn': ghn_label}[i] for i in a.inits]:
         rows = [results[f'{n} / {init}'] for n in a.nets]
         print(f'{init:<12}' + ''.join(f"{r['mean']:>11.1f} +-{r['std']:4.1f}" for r in rows))
-    with open(osp.join(a.out, 'results.json'), 'w') as f:
-        json.dump(dict(args=vars(a), results=results), f, indent=1)
     print(f"saved {osp.join(a.out, 'results.json')} ({time.time() - t0:.0f} s)")
     return results
 

@@ -26,6 +26,14 @@ def test_finetune_tiny(tmp_path):
         assert (r['lr'], r['wd']) == (best['lr'], best['wd'])
 
 
+@needs_fmnist
+def test_finetune_one_initialisation(tmp_path):
+    # He init does not depend on the GHN: --inits ghn fine-tunes only from predicted parameters.
+    run('finetune.py', '--out', str(tmp_path), '--seeds', '1', '--nets', 'vit', '--inits', 'ghn')
+    res = json.load(open(tmp_path / 'results.json'))['results']
+    assert list(res) == ['vit / ghn2 (random)'] and len(res['vit / ghn2 (random)']['acc']) == 1
+
+
 def test_finetune_rejects_a_held_out_set_as_large_as_the_shots():
     proc = subprocess.run([sys.executable, osp.join(ROOT, 'examples', 'finetune.py'), '--per-class', '5',
                            '--held-out', '5'], capture_output=True, text=True, timeout=120)

@@ -186,11 +186,15 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
-    data_classes, _, ghn_dataset = _data_setup(a.data) if a.data else (None, False, 'cifar10')
+    data_classes, large_images, ghn_dataset = _data_setup(a.data) if a.data else (None, False, 'cifar10')
     ghn = _ghn(a.ghn, a.config, ghn_dataset, a.device)
+    if data_classes is not None and ghn.num_classes != data_classes:
+        raise SystemExit(f'error: the GHN predicts {ghn.num_classes}-class networks, {a.data} has {data_classes} '
+                         'classes: give a GHN trained for it')
     model = _load_model(a.model, a.num_classes, default_classes=data_classes or ghn.num_classes)
+    input_size = _input_size(a.input_size) or (224 if large_images else None)  # the images it will be fed
     t = time.perf_counter()
-    model = ghn(model.to(a.device), input_size=_input_size(a.input_size))
+    model = ghn(model.to(a.device), input_size=input_size)
     print(f'predicted {sum(p.numel() for p in model.parameters()):,} parameters in '
           f'{time.perf_counter() - t:.3f} s')
     if a.out:

@@ -161,6 +161,8 @@ def test_eval_refuses_what_it_cannot_evaluate(tmp_path):
     # A 10-class GHN on 1000-class ImageNet would score ~0% silently; zero networks, an empty table.
     with pytest.raises(SystemExit, match='the GHN predicts 10-class networks, imagenet has 1000 classes'):
         main(['eval', '--ghn', 'pretrained', '--data', 'imagenet', '--arch-root', str(tmp_path / 'a')])
+    with pytest.raises(SystemExit, match='the GHN predicts 10-class networks, imagenet has 1000 classes'):
+        main(['predict', 'resnet18', '--ghn', 'pretrained', '--data', 'imagenet'])
     with pytest.raises(SystemExit, match='--num-nets must be at least 1'):
         main(['eval', '--ghn', 'he', '--num-nets', '0', '--arch-root', str(tmp_path / 'a')])
     with pytest.raises(SystemExit, match="unknown --data 'mnist'"):

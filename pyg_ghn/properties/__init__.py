@@ -16,7 +16,8 @@ __all__ = [
     'Evaluator', 'kendall_tau', 'tau_summary', 'ROUND_DECIMALS', 'SVR_GRID', 'round_predictions', 'embed_graphs',
     'fit_svr', 'load_ghn_or_random', 'svr_protocol', 'parse_ghn_specs', 'load_ghns', 'REGRESSORS',
     'ArchNodeEncoder', 'DirectedGCNRegressor',
-    'GHN2ConvRegressor', 'GINRegressor', 'fit_regressor', 'predict', 'fit_and_predict', 'frechet_distance', 'hungarian_distance',
+    'GHN2ConvRegressor', 'GINRegressor', 'fit_regressor', 'predict', 'fit_and_predict', 'frechet_distance',
+    'hungarian_distance',
     'l2_distance', 'mean_hungarian_distance', 'node_cost_matrix', 'pairwise_l2',
 ]
 

@@ -26,7 +26,8 @@ Accuracies are evaluated with :func:`pyg_ghn.train.evaluate` in the paper's Batc
 
 The script appends one record per network to a JSON file, atomically (write to a temporary file, then
 rename), and skips the networks already in it, so it can be stopped and resumed; a file made with other
-settings, or on another device (recorded in the file: ``'cpu'``, ``'cuda (GPU name)'``), is refused. Run splits in parallel only into different files
+settings, or on another device (recorded in the file: ``'cpu'``, ``'cuda (GPU name)'``), is refused. Run
+splits in parallel only into different files
 (:class:`~pyg_ghn.properties.ArchPropertyDataset` reads several)::
 
     python -m pyg_ghn.properties.measure --split val --num-nets 100 --out data/properties_val.json

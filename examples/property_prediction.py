@@ -54,7 +54,7 @@ def plot(results, methods, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     props = list(PROPERTIES)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(props), 3.6))
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(props), 4.2))
     width = 0.8 / len(methods)
     for k, m in enumerate(methods):
         means = [results[m][p]['mean'] for p in props]
@@ -64,7 +64,8 @@ def plot(results, methods, path):
     ax.set_xticks(np.arange(len(props)), [LABELS.get(p, p) for p in props])
     ax.set_ylabel("Kendall's tau (test architectures)")
     ax.axhline(0, color='k', lw=0.5)
-    ax.legend(fontsize=8, ncol=2)
+    # below the axes: inside, it hides the bars it explains
+    ax.legend(fontsize=8, ncol=min(4, len(methods)), loc='upper center', bbox_to_anchor=(0.5, -0.1), frameon=False)
     ax.set_title('Property prediction (mean and std over seeds)')
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -121,6 +121,8 @@ def main(argv=None):
     p.add_argument('--ghn', help="GHN checkpoint (default: a random GHN-2, with a warning)")
     p.add_argument('--nets', nargs='+', default=list(NETS), choices=NETS)
     p.add_argument('--seeds', type=int, default=3)
+    p.add_argument('--first-seed', type=int, default=0, help='seeds are FIRST .. FIRST + SEEDS - 1 (to add seeds to '
+                   'an earlier run)')
     p.add_argument('--inits', nargs='+', default=['he', 'ghn'], choices=['he', 'ghn'],
                    help='initialisations to fine-tune from (He init does not depend on the GHN: one run serves '
                         'every GHN)')
@@ -175,7 +177,7 @@ def main(argv=None):
                             best, best_acc = (lr, wd), acc
             accs = [finetune_and_eval(initialise(name, init, ghn, s, a.tiny), sets['all'], test, a.epochs,
                                       best[0], best[1], a.batch_size, s, sets['all_clean'])
-                    for s in range(a.seeds)]
+                    for s in range(a.first_seed, a.first_seed + a.seeds)]
             results[label] = dict(acc=accs, mean=float(np.mean(accs)), std=float(np.std(accs)), lr=best[0],
                                   wd=best[1], tuning=tuning)
             print(f'{label:<28} {np.mean(accs):6.2f} +- {np.std(accs):.2f}  (lr {best[0]}, wd {best[1]}; '

@@ -29,9 +29,14 @@ def test_finetune_tiny(tmp_path):
 @needs_fmnist
 def test_finetune_one_initialisation(tmp_path):
     # He init does not depend on the GHN: --inits ghn fine-tunes only from predicted parameters.
-    run('finetune.py', '--out', str(tmp_path), '--seeds', '1', '--nets', 'vit', '--inits', 'ghn')
+    run('finetune.py', '--out', str(tmp_path), '--seeds', '2', '--nets', 'vit', '--inits', 'ghn')
     res = json.load(open(tmp_path / 'results.json'))['results']
-    assert list(res) == ['vit / ghn2 (random)'] and len(res['vit / ghn2 (random)']['acc']) == 1
+    assert list(res) == ['vit / ghn2 (random)'] and len(res['vit / ghn2 (random)']['acc']) == 2
+    # --first-seed adds seeds to an earlier run: seed 1 alone gives the second run's number.
+    run('finetune.py', '--out', str(tmp_path / 'more'), '--seeds', '1', '--first-seed', '1', '--nets', 'vit',
+        '--inits', 'ghn')
+    more = json.load(open(tmp_path / 'more' / 'results.json'))['results']
+    assert more['vit / ghn2 (random)']['acc'] == res['vit / ghn2 (random)']['acc'][1:]
 
 
 def test_finetune_rejects_a_held_out_set_as_large_as_the_shots():

@@ -28,6 +28,13 @@ def _data_setup(name: str):
     return _DATA_SETUP[key]
 
 
+def _check_classes(ghn: Any, data: str, num_classes: int) -> None:
+    # A GHN of other classes would still predict every parameter, and score ~0% on the data, silently.
+    if ghn.num_classes != num_classes:
+        raise SystemExit(f'error: the GHN predicts {ghn.num_classes}-class networks, {data} has {num_classes} '
+                         'classes: give a GHN trained for it')
+
+
 def _input_size(values: Optional[List[int]]) -> Any:
     # One value is an image side (3 x s x s), as from_module reads an int; several are the full shape.
     if not values:
@@ -164,9 +171,8 @@ def cmd_eval(a: argparse.Namespace) -> None:
         raise SystemExit('error: --num-nets must be at least 1')
     num_classes, large_images, ghn_dataset = _data_setup(a.data)
     ghn = None if a.ghn == 'he' else _ghn(a.ghn, a.config, ghn_dataset, a.device)
-    if ghn is not None and ghn.num_classes != num_classes:
-        raise SystemExit(f'error: the GHN predicts {ghn.num_classes}-class networks, {a.data} has {num_classes} '
-                         'classes: give a GHN trained for it')
+    if ghn is not None:
+        _check_classes(ghn, a.data, num_classes)
     loaders = image_loaders(a.data, root=a.data_root, test_batch_size=64, split='test',
                             load_train='running' in a.bn_mode)
     ds = DeepNets1M(a.arch_root, a.split, num_nets=a.num_nets, num_classes=num_classes, large_images=large_images)
@@ -188,9 +194,8 @@ def cmd_eval(a: argparse.Namespace) -> None:
 def cmd_predict(a: argparse.Namespace) -> None:
     data_classes, large_images, ghn_dataset = _data_setup(a.data) if a.data else (None, False, 'cifar10')
     ghn = _ghn(a.ghn, a.config, ghn_dataset, a.device)
-    if data_classes is not None and ghn.num_classes != data_classes:
-        raise SystemExit(f'error: the GHN predicts {ghn.num_classes}-class networks, {a.data} has {data_classes} '
-                         'classes: give a GHN trained for it')
+    if data_classes is not None:
+        _check_classes(ghn, a.data, data_classes)
     model = _load_model(a.model, a.num_classes, default_classes=data_classes or ghn.num_classes)
     input_size = _input_size(a.input_size) or (224 if large_images else None)  # the images it will be fed
     t = time.perf_counter()

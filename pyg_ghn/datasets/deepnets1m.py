@@ -19,8 +19,6 @@ __all__ = ['DeepNets1M', 'EVAL_SPLITS', 'build_network', 'fit_eval_width']
 EVAL_SPLITS = ('val', 'test', 'wide', 'deep', 'dense', 'bnfree')
 _DEFAULT_SIZES = {'train': 1000, 'val': 500, 'test': 500, 'wide': 100, 'deep': 100, 'dense': 100, 'bnfree': 100,
                   'search': 1000}
-#: The evaluation splits no training architecture may be in (at their default sizes and seeds).
-_EVAL_SPLITS = ('val', 'test', 'wide', 'deep', 'dense', 'bnfree')
 # Version of train's exclusion rule, in its file names. 1: default val/test by ordered genotype; 2: every
 # evaluation split, a node's two inputs in either order (v1 let test networks 22 and 47 into train at
 # indices 1544 and 18294).
@@ -163,7 +161,7 @@ class DeepNets1M(ArchitectureDataset):
             return ()
         from ..deepnets.generator import arch_key
         keys = []
-        for split in _EVAL_SPLITS:
+        for split in EVAL_SPLITS:  # no training architecture may be in one (at its default size and seed)
             keys += [arch_key(a) for a in generate_split(split, _DEFAULT_SIZES[split])]
         return tuple(keys)
 

@@ -1,3 +1,5 @@
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -37,6 +39,11 @@ def _dag_distances(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> np.ndarr
     return into.T
 
 
+def _check_max_dist(max_dist: Any) -> None:
+    if isinstance(max_dist, bool) or not isinstance(max_dist, (int, np.integer)):
+        raise TypeError(f'max_dist must be an int (the longest path kept), got {max_dist!r}')
+
+
 def shortest_path_edges(edge_index: torch.Tensor, num_nodes: int, max_dist: int):
     r"""Virtual edges ``u -> v`` for every pair whose directed shortest-path length :math:`s` over the
     real edges satisfies :math:`1 < s \le` ``max_dist``.
@@ -46,8 +53,7 @@ def shortest_path_edges(edge_index: torch.Tensor, num_nodes: int, max_dist: int)
     (:func:`scipy.sparse.csgraph.shortest_path` with unit weights).
     """
     device = edge_index.device
-    if isinstance(max_dist, bool) or not isinstance(max_dist, (int, np.integer)):
-        raise TypeError(f'max_dist must be an int (the longest path kept), got {max_dist!r}')
+    _check_max_dist(max_dist)
     if max_dist < 2 or edge_index.numel() == 0:
         return (torch.empty(2, 0, dtype=torch.long, device=device),
                 torch.empty(0, dtype=torch.long, device=device))
@@ -82,8 +88,7 @@ class AddShortestPathEdges(BaseTransform):
             GHN-2's cut-off)
     """
     def __init__(self, max_dist: int = 50) -> None:
-        if isinstance(max_dist, bool) or not isinstance(max_dist, (int, np.integer)):
-            raise TypeError(f'max_dist must be an int (the longest path kept), got {max_dist!r}')
+        _check_max_dist(max_dist)  # at construction: a bad cut-off fails before any graph is seen
         self.max_dist = int(max_dist)
 
     def forward(self, data: Data) -> Data:

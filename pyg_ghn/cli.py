@@ -89,15 +89,74 @@ def _ghn(path: Optional[str], config: str, dataset: str, device: str, seed: int 
     return GHN.load(path, map_location=device)
 
 
+#: The settings of a run outside its TrainConfig and GHN configuration: saved in the training checkpoint,
+#: refused when a resume changes them, and all ``pyg-ghn continue`` needs besides the checkpoint.
+_RUN_SETTINGS = ('data', 'batch_size', 'channels')
+
+
 def cmd_train(a: argparse.Namespace) -> None:
+    from .nn import GHN
+    from .train.recipes import get_recipe
+    from .train.trainer import TrainConfig
+    if os.path.exists(a.ckpt) and not a.resume:
+        raise SystemExit(f'error: {a.ckpt!r} exists: pass --resume to continue that run (or pyg-ghn continue '
+                         f'{a.ckpt}), or give a new --ckpt (--init PATH warm-starts a new run from GHN weights).')
+    try:
+        recipe = get_recipe(a.recipe)
+    except ValueError as e:
+        raise SystemExit(f'error: {e}')
+    for key, value in recipe.as_dict().items():  # the recipe fills what the command line leaves unset
+        if getattr(a, key) is None:
+            setattr(a, key, value)
+    _, _, ghn_dataset = _data_setup(a.data)
+    overrides = {} if a.no_ve is False else {'ve': False}
+    if a.no_norm:
+        overrides['weight_norm'] = False
+    torch.manual_seed(a.seed)
+    ghn = GHN.from_config(a.config, ghn_dataset, **overrides)
+    if a.init and not (a.resume and os.path.exists(a.ckpt)):
+        # warm start from GHN weights (e.g. a run on another machine); the optimizer starts afresh
+        ghn.load_state_dict(GHN.load(a.init).state_dict())
+    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, meta_batch=a.meta_batch, max_nodes=a.max_nodes,
+                      steps_per_epoch=a.steps_per_epoch, ckpt_every=a.ckpt_every, amp=a.amp, seed=a.seed)
+    settings = {'data': a.data, 'batch_size': a.batch_size, 'channels': list(a.channels)}
+    _run_training(a, ghn, cfg, settings, a.archs)
+
+
+def cmd_continue(a: argparse.Namespace) -> None:
+    """Continues a run from its checkpoint alone: GHN configuration, schedule, data and position all come from
+    the checkpoint, so a fresh clone continues a committed run with one command."""
+    from dataclasses import fields
+
+    from .nn import GHN
+    from .nn.checkpoint import CheckpointError, read_checkpoint
+    from .train.trainer import TrainConfig
+    try:
+        ckpt = read_checkpoint(a.ckpt)
+    except (CheckpointError, OSError) as e:
+        raise SystemExit(f'error: cannot read {a.ckpt!r}: {e}')
+    if not isinstance(ckpt, dict) or ckpt.get('format') != 'pyg_ghn.trainer':
+        raise SystemExit(f'error: {a.ckpt!r} is not a pyg_ghn training checkpoint (pyg-ghn train --ckpt ...).')
+    settings = ckpt.get('run_settings') or {}
+    missing = [k for k in _RUN_SETTINGS if k not in settings]
+    if missing or ckpt.get('num_architectures') is None:
+        raise SystemExit(f'error: {a.ckpt!r} does not record its data settings ({", ".join(missing) or "archs"}):'
+                         ' it predates pyg-ghn continue; resume it with pyg-ghn train --resume and its own flags.')
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in ckpt['train_config'].items() if k in known})
+    if a.ckpt_every is not None:
+        cfg.ckpt_every = a.ckpt_every
+    ghn = GHN(**ckpt['ghn_config'])  # its weights come with the rest of the state in load_checkpoint
+    a.resume, a.init, a.seed = True, None, cfg.seed
+    a.compact = a.compact or bool(ckpt.get('compact'))
+    _run_training(a, ghn, cfg, dict(settings), ckpt['num_architectures'])
+
+
+def _run_training(a: argparse.Namespace, ghn: Any, cfg: Any, settings: dict, num_archs: int) -> None:
     from .datasets import image_loaders
     from .datasets.deepnets1m import DeepNets1M, build_network
-    from .nn import GHN
-    from .train.trainer import TrainConfig, Trainer
-    if os.path.exists(a.ckpt) and not a.resume:
-        raise SystemExit(f'error: {a.ckpt!r} exists: pass --resume to continue that run, or give a new --ckpt '
-                         '(--init PATH warm-starts a new run from GHN weights).')
-    torch.manual_seed(a.seed)
+    from .train.trainer import Trainer
     if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # launched by torchrun: ranks share each meta-batch
         import torch.distributed as dist
         dist.init_process_group('nccl' if a.device.startswith('cuda') else 'gloo')
@@ -105,35 +164,31 @@ def cmd_train(a: argparse.Namespace) -> None:
             a.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     if a.threads:
         torch.set_num_threads(a.threads)
-    num_classes, large_images, ghn_dataset = _data_setup(a.data)
-    archs = DeepNets1M(a.arch_root, 'train', num_nets=a.archs, num_workers=a.workers or 1, attach_network=True,
-                       num_classes=num_classes, large_images=large_images)
-    loaders = image_loaders(a.data, root=a.data_root, batch_size=a.batch_size, split='val', seed=a.seed)
-    overrides = {} if a.no_ve is False else {'ve': False}
-    if a.no_norm:
-        overrides['weight_norm'] = False
-    ghn = GHN.from_config(a.config, ghn_dataset, **overrides)
-    if a.init:  # warm start from GHN weights (e.g. a run on another machine); the optimizer starts afresh
-        ghn.load_state_dict(GHN.load(a.init).state_dict())
-    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, meta_batch=a.meta_batch, max_nodes=a.max_nodes,
-                      steps_per_epoch=a.steps_per_epoch, ckpt_every=a.ckpt_every, amp=a.amp, seed=a.seed)
+    num_classes, large_images, _ = _data_setup(settings['data'])
+    archs = DeepNets1M(a.arch_root, 'train', num_nets=num_archs, num_workers=a.workers or 1, attach_network=True,
+                       num_classes=num_classes, large_images=large_images, channels=tuple(settings['channels']))
+    loaders = image_loaders(settings['data'], root=a.data_root, batch_size=settings['batch_size'], split='val',
+                            seed=cfg.seed)
     trainer = Trainer(ghn, archs, loaders.train, build_network, cfg, ckpt_path=a.ckpt, num_workers=a.workers,
-                      device=a.device, log_path=a.log)
+                      device=a.device, log_path=a.log, run_settings=settings, compact=a.compact)
     if a.resume and os.path.exists(a.ckpt):
         try:
             trainer.load_checkpoint(a.ckpt)
         except (RuntimeError, ValueError) as e:
             raise SystemExit(f'error: {e}')
-        print(f'resumed from {a.ckpt}: epoch {trainer.state.epoch}, step {trainer.state.global_step}')
+        print(f'resumed from {a.ckpt}: epoch {trainer.state.epoch}, step {trainer.state.global_step}, '
+              f'{trainer.state.cpu_seconds / 3600:.2f} core-hours')
     t, start = time.time(), trainer.state.global_step
-    history = trainer.train(time_limit=a.time_limit, max_steps=a.max_steps)
+    cpu_limit = None if a.cpu_hours is None else a.cpu_hours * 3600
+    history = trainer.train(time_limit=a.time_limit, max_steps=a.max_steps, cpu_limit=cpu_limit)
     print(f'trained {trainer.state.global_step - start} steps in {time.time() - t:.0f} s this run, '
-          f'{trainer.state.global_step} in all ({trainer.state.skipped} skipped)')
+          f'{trainer.state.global_step} in all ({trainer.state.skipped} skipped, '
+          f'{trainer.state.cpu_seconds / 3600:.2f} core-hours)')
     for h in history[-3:]:
         print(json.dumps(h))
     if a.out:
-        trainer.ghn.eval().save(a.out, metadata={'steps': trainer.state.global_step, 'archs': a.archs,
-                                                 'data': a.data, 'history': history})
+        trainer.ghn.eval().save(a.out, metadata={'steps': trainer.state.global_step, 'archs': num_archs,
+                                                 'data': settings['data'], 'history': history})
         print(f'saved GHN to {a.out}')
     if a.plot and history:
         _plot_history(history, a.plot)
@@ -246,40 +301,61 @@ def cmd_export(a: argparse.Namespace) -> None:
     print(f"exported the GHN of {a.ckpt} (step {state['global_step']}) to {a.out}")
 
 
+def _add_run_options(t: argparse.ArgumentParser, continued: bool = False) -> None:
+    """Options of how a run is carried out, which a resumed run may change (not what it trains)."""
+    t.add_argument('--data-root', default=None)
+    t.add_argument('--arch-root', default='data/deepnets1m')
+    t.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    t.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    t.add_argument('--workers', type=int, default=0, help='processes building graphs')
+    t.add_argument('--ckpt-every', type=int, default=None if continued else 200,
+                   help='steps between checkpoints' + (" (default: the run's own)" if continued else ''))
+    t.add_argument('--compact', action='store_true',
+                   help="keep Adam's moments in bfloat16 in the checkpoint (40%% smaller, for a state kept in git)"
+                        + ('; a compact checkpoint stays compact' if continued else ''))
+    t.add_argument('--time-limit', type=float, default=None, help='seconds; stop and checkpoint after')
+    t.add_argument('--max-steps', type=int, default=None,
+                   help='stop and checkpoint once this many steps in total are done (resumable)')
+    t.add_argument('--cpu-hours', type=float, default=None,
+                   help='stop and checkpoint once the run has used this many core-hours in total')
+    t.add_argument('--log', default=None, help='JSON log of per-epoch metrics')
+    t.add_argument('--plot', default=None, help='PNG of the training curves')
+    t.add_argument('--out', default=None, help='save the trained GHN here (pyg_ghn format)')
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='pyg-ghn', description='Graph HyperNetworks on PyTorch Geometric.')
     sub = p.add_subparsers(dest='command', required=True)
 
     t = sub.add_parser('train', help='train a GHN on DeepNets-1M architectures')
+    t.add_argument('--recipe', default='paper',
+                   help="'paper' (the original recipe) or 'cpu' (the most accuracy per CPU core-hour); it sets "
+                        'the options below marked (recipe) that are not given')
     t.add_argument('--config', default='ghn2', help='ghn2, ghn1 or mlp')
     t.add_argument('--no-ve', action='store_true', help='ablation: no virtual edges')
     t.add_argument('--no-norm', action='store_true', help='ablation: no parameter normalisation')
     t.add_argument('--data', default='fashion_mnist')
-    t.add_argument('--data-root', default=None)
-    t.add_argument('--arch-root', default='data/deepnets1m')
-    t.add_argument('--archs', type=int, default=1000, help='number of training architectures')
-    t.add_argument('--epochs', type=int, default=300)
-    t.add_argument('--steps-per-epoch', type=int, default=None)
-    t.add_argument('--meta-batch', type=int, default=8)
-    t.add_argument('--batch-size', type=int, default=64)
+    t.add_argument('--archs', type=int, default=None, help='number of training architectures (recipe)')
+    t.add_argument('--epochs', type=int, default=None, help='(recipe)')
+    t.add_argument('--steps-per-epoch', type=int, default=None, help='(recipe; paper: one pass over the images)')
+    t.add_argument('--meta-batch', type=int, default=None, help='architectures per step (recipe)')
+    t.add_argument('--batch-size', type=int, default=None, help='images per step (recipe)')
+    t.add_argument('--channels', type=int, nargs=2, default=None, metavar=('LOW', 'HIGH'),
+                   help='range of the training-time width C (recipe)')
     t.add_argument('--max-nodes', type=int, default=2200)
-    t.add_argument('--lr', type=float, default=1e-3)
+    t.add_argument('--lr', type=float, default=None, help='(recipe)')
     t.add_argument('--amp', action='store_true')
     t.add_argument('--seed', type=int, default=1111)
-    t.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    t.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
-    t.add_argument('--workers', type=int, default=0, help='processes building graphs')
-    t.add_argument('--ckpt', default='runs/ghn2/trainer.pt', help='training checkpoint (atomic)')
-    t.add_argument('--ckpt-every', type=int, default=200)
-    t.add_argument('--resume', action='store_true', help='continue from --ckpt if it exists')
-    t.add_argument('--time-limit', type=float, default=None, help='seconds; stop and checkpoint after')
-    t.add_argument('--max-steps', type=int, default=None,
-                   help='stop and checkpoint once this many steps in total are done (resumable)')
-    t.add_argument('--log', default=None, help='JSON log of per-epoch metrics')
-    t.add_argument('--plot', default=None, help='PNG of the training curves')
-    t.add_argument('--out', default=None, help='save the trained GHN here (pyg_ghn format)')
     t.add_argument('--init', default=None, help='initialise the GHN from these weights')
+    t.add_argument('--ckpt', default='runs/ghn2/trainer.pt', help='training checkpoint (atomic)')
+    t.add_argument('--resume', action='store_true', help='continue from --ckpt if it exists')
+    _add_run_options(t)
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser('continue', help='continue a training run from its checkpoint alone (e.g. a committed one)')
+    c.add_argument('ckpt', help='the training checkpoint; it is updated in place')
+    _add_run_options(c, continued=True)
+    c.set_defaults(func=cmd_continue)
 
     e = sub.add_parser('eval', help='accuracy of predicted parameters on a DeepNets-1M split')
     e.add_argument('--ghn', default='pretrained', help="checkpoint path, 'pretrained', 'random' or 'he'")

@@ -45,7 +45,7 @@ def test_graph_command_describes_and_plots(tmp_path):
 
 def test_train_writes_a_loadable_ghn(trained):
     work, res = trained
-    assert 'trained 2 steps' in res.stdout and '(0 skipped)' in res.stdout
+    assert 'trained 2 steps' in res.stdout and '(0 skipped, ' in res.stdout
     ghn = GHN.load(str(work / 'ghn.pt'))
     assert ghn.config['max_shape'] == (64, 64, 11, 11) and not ghn.training
     assert ghn.metadata['steps'] == 2 and ghn.metadata['archs'] == 4
@@ -66,6 +66,57 @@ def test_train_never_overwrites_or_mixes_runs(trained):
     res = cli('train', *common, '--resume', '--seed', '7', cwd=work, check=False)
     assert res.returncode != 0 and 'seed: 1111 in the checkpoint, 7 now' in res.stderr, res.stderr
     assert (work / 'run' / 'trainer.pt').read_bytes() == before
+
+
+def test_resume_refuses_settings_that_change_the_run(trained):
+    work, _ = trained
+    common = ['--arch-root', 'archs', '--archs', '4', '--epochs', '1', '--steps-per-epoch', '2', '--meta-batch',
+              '2', '--threads', '1', '--device', 'cpu', '--ckpt', 'run/trainer.pt', '--resume']
+    before = (work / 'run' / 'trainer.pt').read_bytes()
+    for extra, message in ((['--batch-size', '32'], 'batch_size: 16 in the checkpoint, 32 now'),
+                           (['--batch-size', '16', '--no-norm'], 'GHN weight_norm: True in the checkpoint, False now'),
+                           (['--batch-size', '16', '--config', 'ghn1'], 'GHN layernorm: True in the checkpoint, '
+                                                                         'False now')):
+        res = cli('train', *common, *extra, cwd=work, check=False)
+        assert res.returncode != 0 and 'another training run' in res.stderr and message in res.stderr, res.stderr
+        assert 'size mismatch' not in res.stderr
+    assert (work / 'run' / 'trainer.pt').read_bytes() == before
+
+
+def test_continue_picks_up_a_committed_run_on_a_fresh_clone(tmp_path):
+    """A run trained 2 steps with a compact checkpoint, copied alone into another folder (a fresh clone: no
+    architectures, no logs), continues with one command to the same architectures and steps as a run that
+    was never interrupted."""
+    run = ['train', '--recipe', 'cpu', '--archs', '4', '--epochs', '1', '--steps-per-epoch', '4', '--meta-batch',
+           '2', '--batch-size', '16', '--threads', '1', '--device', 'cpu', '--arch-root', 'archs']
+    ref_dir, first, clone = tmp_path / 'ref', tmp_path / 'first', tmp_path / 'clone'
+    for d in (ref_dir, first, clone):
+        d.mkdir()
+    cli(*run, '--ckpt', 'ref.pt', '--max-steps', '4', cwd=ref_dir)
+    cli(*run, '--ckpt', 'state.pt', '--compact', '--max-steps', '2', cwd=first)
+    (clone / 'training').mkdir()
+    (clone / 'training' / 'state.pt').write_bytes((first / 'state.pt').read_bytes())
+    res = cli('continue', 'training/state.pt', '--max-steps', '4', '--threads', '1', '--device', 'cpu',
+              '--arch-root', 'archs', cwd=clone)
+    assert 'resumed from training/state.pt: epoch 0, step 2' in res.stdout and '4 in all' in res.stdout, res.stdout
+    ref, cont = (torch.load(p, weights_only=True) for p in (ref_dir / 'ref.pt', clone / 'training' / 'state.pt'))
+    assert cont['compact'] and cont['run_settings'] == ref['run_settings']
+    assert cont['state']['draws'] == ref['state']['draws'] == 4 and cont['state']['history'][0]['steps'] == 4
+    assert cont['train_config'] == ref['train_config'] and cont['ghn_config'] == ref['ghn_config']
+    assert cont['scheduler'] == ref['scheduler']
+    # Weights within what the bfloat16 moments of the compact state can move them in the 2 steps after the
+    # resume: at most 2 lr a step (test_trainer.py::test_compact_checkpoint_resumes_the_same_run).
+    for k, v in ref['ghn'].items():
+        assert torch.allclose(v, cont['ghn'][k], rtol=0, atol=2 * 2 * 1e-3), k
+    # The training loss of the 4 steps: the same batches, so the same value up to that rounding.
+    assert cont['state']['history'][0]['loss'] == pytest.approx(ref['state']['history'][0]['loss'], abs=1e-3)
+
+    # A checkpoint written before run settings were recorded cannot be continued blindly.
+    old = dict(ref)
+    del old['run_settings']
+    torch.save(old, clone / 'old.pt')
+    res = cli('continue', 'old.pt', cwd=clone, check=False)
+    assert res.returncode != 0 and 'does not record its data settings' in res.stderr, res.stderr
 
 
 def test_export_saves_the_ghn_of_a_training_checkpoint(trained, monkeypatch, capsys, flip_byte):

@@ -111,6 +111,8 @@ class DeepNets1M(ArchitectureDataset):
         eval_min_params (float, optional): evaluation splits only: widen every network to the smallest
             ``C`` (32, 48, ...) with at least this many parameters on CIFAR-10 (see :func:`fit_eval_width`;
             ``2.5e6`` approximates the paper's evaluation widths). By default networks keep ``C=32``.
+        channels (tuple): ``train`` only: the range of the training-time width ``C`` that pairs ``(idx, seed)``
+            draw from (:func:`~pyg_ghn.deepnets.generator.sample_train_width`). (default: ``(32, 128)``)
         cache (bool): keep built graphs in memory. (default: False)
         attach_network (bool): also return the network, with its parameters on the ``meta`` device, as
             ``graph.network``: the parameters are placeholders for predicted ones (passed through
@@ -122,7 +124,8 @@ class DeepNets1M(ArchitectureDataset):
 
     def __init__(self, root: str, split: str = 'train', num_nets: Optional[int] = None,
                  seed: Optional[int] = None, num_classes: int = 10, large_images: bool = False,
-                 max_sp_dist: int = 50, eval_min_params: Optional[float] = None, cache: bool = False,
+                 max_sp_dist: int = 50, eval_min_params: Optional[float] = None,
+                 channels: Tuple[int, int] = (32, 128), cache: bool = False,
                  attach_network: bool = False, num_workers: int = 1,
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
                  log: bool = True) -> None:
@@ -134,6 +137,9 @@ class DeepNets1M(ArchitectureDataset):
         self.net_classes, self.large_images, self.max_sp_dist = num_classes, large_images, max_sp_dist
         self.num_workers, self.attach_network = num_workers, attach_network
         self.eval_min_params = eval_min_params
+        self.channels = (int(channels[0]), int(channels[1]))
+        if not 0 < self.channels[0] <= self.channels[1]:
+            raise ValueError(f'channels must be a range (low, high) with 0 < low <= high, got {channels}')
         self._cache: Optional[OrderedDict] = OrderedDict() if cache else None
         super().__init__(root, transform, pre_transform, log=log)
         with open(self.processed_paths[0]) as f:
@@ -209,7 +215,8 @@ class DeepNets1M(ArchitectureDataset):
         evaluation split with ``eval_min_params``, with the fitted width (before ``wide``'s x4)."""
         args = dict(self.nets[idx])
         if self.split == 'train' and seed is not None:
-            args = sample_train_width(args, np.random.default_rng(seed), large_images=self.large_images)
+            args = sample_train_width(args, np.random.default_rng(seed), large_images=self.large_images,
+                                      num_ch=self.channels)
         elif self.split in EVAL_SPLITS and self.eval_min_params:
             args = fit_eval_width(args, self.eval_min_params)
         return args

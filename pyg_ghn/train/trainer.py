@@ -65,6 +65,9 @@ class _State:
     skipped: int = 0  # over the whole run (the history reports it)
     skipped_in_epoch: int = 0  # what the abort test counts, as the original's per-epoch failed_batches
     epoch_sums: List[float] = field(default_factory=lambda: [0., 0., 0., 0.])  # loss, acc, steps, seconds
+    # CPU time of the training processes (all threads, all ranks; data preparation included): the run's cost
+    # in core-seconds, which wall time on a shared machine does not measure.
+    cpu_seconds: float = 0.
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
@@ -81,6 +84,11 @@ class Trainer:
         ckpt_path: where to write checkpoints (atomically); ``None`` disables them.
         num_workers: processes building graphs.
         device: training device.
+        run_settings: settings outside ``config`` that define the run (image data and batch size, the
+            architectures' widths, ...): saved in checkpoints, and resuming with other values is refused.
+        compact: checkpoints keep Adam's moments in ``bfloat16`` (fp32 range, 8-bit mantissa) instead of
+            float32: 40% smaller, for a run whose state is kept in git. Weights, step, schedule and random
+            states stay exact; a resumed run differs from an uninterrupted one by the moments' rounding.
 
     With ``torch.distributed`` initialised, every rank takes ``meta_batch / world_size`` architectures of
     each meta-batch and the same images, and gradients are averaged by one all-reduce per step, so the
@@ -89,12 +97,14 @@ class Trainer:
 
     def __init__(self, ghn: nn.Module, dataset: Any, image_loader: Any, build_network: Callable,
                  config: Optional[TrainConfig] = None, ckpt_path: Optional[str] = None, num_workers: int = 0,
-                 device: Any = None, log_path: Optional[str] = None, progress: bool = True) -> None:
+                 device: Any = None, log_path: Optional[str] = None, progress: bool = True,
+                 run_settings: Optional[Dict[str, Any]] = None, compact: bool = False) -> None:
         self.config = config or TrainConfig()
         self.device = torch.device(device) if device is not None else next(ghn.parameters()).device
         self.ghn = ghn.to(self.device).train()
         self.dataset, self.image_loader, self.build_network = dataset, image_loader, build_network
         self.ckpt_path, self.log_path, self.num_workers, self.progress = ckpt_path, log_path, num_workers, progress
+        self.run_settings, self.compact = dict(run_settings or {}), compact
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         c = self.config
@@ -147,6 +157,13 @@ class Trainer:
         flag = torch.tensor(float(ok), device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return flag.item() > 0
+
+    def _sum_over_ranks(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        t = torch.tensor(value, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.item()
 
     def _skip(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -209,13 +226,16 @@ class Trainer:
         return nodes > self.config.max_nodes * graphs / self.config.meta_batch
 
     def train(self, epochs: Optional[int] = None, time_limit: Optional[float] = None,
-              max_steps: Optional[int] = None) -> List[Dict[str, float]]:
+              max_steps: Optional[int] = None, cpu_limit: Optional[float] = None) -> List[Dict[str, float]]:
         """Trains until ``config.epochs`` (or ``epochs`` more epochs, for a partial run) and returns the
-        per-epoch history. With ``time_limit`` (seconds), stops after the step that crosses it; with
-        ``max_steps``, once ``max_steps`` steps in total have been taken (to compare models at an equal
-        budget). Either way it writes a checkpoint from which :meth:`load_checkpoint` continues exactly."""
+        per-epoch history. With ``time_limit`` (wall seconds of this call), stops after the step that crosses
+        it; with ``max_steps``, once ``max_steps`` steps in total have been taken; with ``cpu_limit``, once the
+        run has used that many core-seconds in total (``state.cpu_seconds``: equal budgets for recipes of
+        different step costs, however busy the machine). Either way it writes a checkpoint from which
+        :meth:`load_checkpoint` continues exactly."""
         deadline = None if time_limit is None else time.time() + time_limit
-        budget_spent = lambda: max_steps is not None and self.state.global_step >= max_steps  # noqa: E731
+        budget_spent = lambda: (max_steps is not None and self.state.global_step >= max_steps) or (  # noqa: E731
+            cpu_limit is not None and self.state.cpu_seconds >= cpu_limit)
         if budget_spent():
             return self.state.history
         from tqdm import tqdm
@@ -248,6 +268,7 @@ class Trainer:
                 self.state.epoch_sums = [0., 0., 0., 0.]
                 self.state.skipped_in_epoch = 0
             sums, t0 = self.state.epoch_sums, time.time() - self.state.epoch_sums[3]
+            cpu_mark = time.process_time()
             while self.state.step_in_epoch < self.steps_per_epoch:
                 try:
                     images, targets = next(images_iter)
@@ -275,11 +296,16 @@ class Trainer:
                     sums[2] += 1
                     bar.set_postfix(loss=f'{sums[0] / sums[2]:.3f}', acc=f'{100 * sums[1] / sums[2]:.1f}')
                 sums[3] = time.time() - t0
+                cpu_now = time.process_time()
+                self.state.cpu_seconds += self._sum_over_ranks(cpu_now - cpu_mark)
+                cpu_mark = cpu_now
                 bar.update(1)
                 if c.ckpt_every and self.state.global_step % c.ckpt_every == 0 \
                         and self.state.step_in_epoch < self.steps_per_epoch:
                     self.save_checkpoint()
-                stop = (deadline is not None and time.time() > deadline) or budget_spent()
+                # one decision for all ranks: a rank that stopped alone would leave the others in a collective
+                stop = self._sum_over_ranks(float((deadline is not None and time.time() > deadline)
+                                                  or budget_spent())) > 0
                 if stop and self.state.step_in_epoch < self.steps_per_epoch:
                     bar.close()
                     self.save_checkpoint()
@@ -288,23 +314,30 @@ class Trainer:
             n = max(sums[2], 1)
             self.state.history.append({'epoch': self.state.epoch + 1, 'loss': sums[0] / n, 'acc': 100 * sums[1] / n,
                                        'lr': self.scheduler.get_last_lr()[0], 'steps': self.state.global_step,
-                                       'skipped': self.state.skipped, 'seconds': sums[3]})
+                                       'skipped': self.state.skipped, 'seconds': sums[3],
+                                       'cpu_hours': self.state.cpu_seconds / 3600})
             self.state.epoch += 1
             self.state.step_in_epoch = 0
             self.scheduler.step()
             self.save_checkpoint()
             self._write_log()
-            if budget_spent() or (deadline is not None and time.time() > deadline):
+            if self._sum_over_ranks(float(budget_spent() or (deadline is not None and time.time() > deadline))):
                 break
         return self.state.history
 
     # ------------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
+        optimizer = self.optimizer.state_dict()
+        if self.compact:
+            # Moments only: load_state_dict casts them back to the parameters' dtype. bfloat16, not float16:
+            # squared gradients below 6e-8 would flush to zero in float16 and blow up Adam's next update.
+            optimizer['state'] = {i: {k: v.to(torch.bfloat16) if k in ('exp_avg', 'exp_avg_sq') else v
+                                      for k, v in s.items()} for i, s in optimizer['state'].items()}
         return {'format': 'pyg_ghn.trainer', 'ghn': self.ghn.state_dict(), 'ghn_config': self.ghn.config,
-                'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                'optimizer': optimizer, 'scheduler': self.scheduler.state_dict(),
                 'scaler': self.scaler.state_dict(), 'train_config': asdict(self.config),
-                'num_architectures': _len_or_none(self.dataset), 'state': asdict(self.state),
-                'rng': _get_rng_state()}
+                'run_settings': self.run_settings, 'compact': self.compact, 'num_architectures': _len_or_none(self.dataset),
+                'state': asdict(self.state), 'rng': _get_rng_state()}
 
     def save_checkpoint(self, path: Optional[str] = None) -> None:
         path = path or self.ckpt_path
@@ -346,6 +379,12 @@ class Trainer:
         saved, now = ckpt.get('train_config', {}), asdict(self.config)
         diff = [f'{k}: {saved[k]!r} in the checkpoint, {now[k]!r} now' for k in self._RUN_KEYS
                 if k in saved and _plain(saved[k]) != _plain(now[k])]
+        saved_ghn, now_ghn = ckpt.get('ghn_config', {}), self.ghn.config
+        diff += [f'GHN {k}: {saved_ghn.get(k)!r} in the checkpoint, {now_ghn.get(k)!r} now'
+                 for k in sorted(set(saved_ghn) | set(now_ghn)) if _plain(saved_ghn.get(k)) != _plain(now_ghn.get(k))]
+        saved_run, now_run = ckpt.get('run_settings', {}), self.run_settings
+        diff += [f'{k}: {saved_run.get(k)!r} in the checkpoint, {now_run.get(k)!r} now'
+                 for k in sorted(set(saved_run) | set(now_run)) if _plain(saved_run.get(k)) != _plain(now_run.get(k))]
         n_saved, n_now = ckpt.get('num_architectures'), _len_or_none(self.dataset)
         if n_saved is not None and n_now is not None and n_saved != n_now:
             diff.append(f'training architectures: {n_saved} in the checkpoint, {n_now} now')

@@ -51,11 +51,12 @@ def images(loaders):
     return x, y
 
 
-def make_trainer(dataset, image_loader, init_seed=0, ckpt_path=None, **config):
+def make_trainer(dataset, image_loader, init_seed=0, ckpt_path=None, compact=False, **config):
     torch.manual_seed(init_seed)
     ghn = GHN.from_config('ghn2', 'cifar10')
     config = TrainConfig(**{'epochs': 1, 'steps_per_epoch': 4, 'meta_batch': 4, 'seed': 0, **config})
-    return Trainer(ghn, dataset, image_loader, build_network, config, ckpt_path=ckpt_path, progress=False)
+    return Trainer(ghn, dataset, image_loader, build_network, config, ckpt_path=ckpt_path, progress=False,
+                   compact=compact)
 
 
 def first_meta_batch(dataset, meta_batch=4, seed=0):
@@ -291,7 +292,7 @@ def test_kill_and_resume_gives_the_same_weights(arch_root, tmp_path):
         assert_state_dicts_equal(a, b)
     assert ref.scheduler.state_dict() == trainer.scheduler.state_dict()
     assert ref.state.draws == trainer.state.draws == 8
-    strip = lambda hs: [{k: v for k, v in h.items() if k != 'seconds'} for h in hs]  # noqa: E731
+    strip = lambda hs: [{k: v for k, v in h.items() if k not in ('seconds', 'cpu_hours')} for h in hs]  # noqa: E731
     assert strip(trainer.state.history) == strip(ref_history)
     rng = [torch.load(p, weights_only=True)['rng'] for p in (str(tmp_path / 'ref.pt'), ckpt)]
     assert torch.equal(rng[0]['torch'], rng[1]['torch']) and rng[0]['numpy'] == rng[1]['numpy']
@@ -361,6 +362,101 @@ def test_corrupt_or_foreign_checkpoint_gives_a_clear_error(archs, loaders, tmp_p
     trainer.ghn.save(ghn_path)
     with pytest.raises(RuntimeError, match=r'not a pyg_ghn training checkpoint \(use GHN.load'):
         trainer.load_checkpoint(ghn_path)
+
+
+def test_resume_refuses_another_ghn_or_other_data_settings(archs, loaders, tmp_path):
+    path = str(tmp_path / 'trainer.pt')
+    settings = {'data': 'fashion_mnist', 'batch_size': 16, 'channels': [32, 128]}
+    trainer = make_trainer(archs, loaders.train)
+    trainer.run_settings = dict(settings)
+    trainer.save_checkpoint(path)
+    # No normalisation: the same shapes, so load_state_dict alone would accept it and train another model.
+    torch.manual_seed(0)
+    other = Trainer(GHN.from_config('ghn2', 'cifar10', weight_norm=False), archs, loaders.train, build_network,
+                    trainer.config, progress=False, run_settings=settings)
+    with pytest.raises(ValueError, match=r"another training run.*GHN weight_norm: True in the checkpoint, False now"):
+        other.load_checkpoint(path)
+    # GHN-1: other shapes; the error names the configuration instead of a raw size mismatch.
+    ghn1 = Trainer(GHN.from_config('ghn1', 'cifar10'), archs, loaders.train, build_network, trainer.config,
+                   progress=False, run_settings=settings)
+    with pytest.raises(ValueError, match=r'GHN layernorm: True in the checkpoint, False now'):
+        ghn1.load_checkpoint(path)
+    more_images = make_trainer(archs, loaders.train)
+    more_images.run_settings = {**settings, 'batch_size': 64}
+    with pytest.raises(ValueError, match=r'batch_size: 16 in the checkpoint, 64 now'):
+        more_images.load_checkpoint(path)
+    same = make_trainer(archs, loaders.train, init_seed=3)
+    same.run_settings = dict(settings)
+    same.load_checkpoint(path)
+    assert_state_dicts_equal(ghn_weights(same), ghn_weights(trainer))
+
+
+def test_cpu_budget_stops_the_run_and_counts_across_resumes(arch_root, tmp_path):
+    archs = TinyDeepNets1M(arch_root, 'train', num_nets=6, attach_network=True, log=False)
+    cfg = dict(epochs=3, steps_per_epoch=4, meta_batch=2)
+    ckpt = str(tmp_path / 'trainer.pt')
+    trainer = make_trainer(archs, _small_augmented_loader(), ckpt_path=ckpt, **cfg)
+    trainer.train(max_steps=2)
+    spent = trainer.state.cpu_seconds
+    assert spent > 0
+    resumed = make_trainer(archs, _small_augmented_loader(), ckpt_path=ckpt, **cfg)
+    resumed.load_checkpoint(ckpt)
+    assert resumed.state.cpu_seconds == spent  # the budget spent so far travels with the checkpoint
+    # A budget already spent trains nothing; a larger one stops after the step that crosses it.
+    resumed.train(cpu_limit=spent / 2)
+    assert resumed.state.global_step == 2
+    resumed.train(cpu_limit=spent * 1.5)
+    assert 2 < resumed.state.global_step < 12 and resumed.state.cpu_seconds >= spent * 1.5
+    history = resumed.train()
+    assert resumed.state.global_step == 12
+    assert [h['cpu_hours'] for h in history] == sorted(h['cpu_hours'] for h in history)
+    assert history[-1]['cpu_hours'] == pytest.approx(resumed.state.cpu_seconds / 3600)
+
+
+def test_compact_checkpoint_resumes_the_same_run(arch_root, tmp_path):
+    archs = TinyDeepNets1M(arch_root, 'train', num_nets=6, attach_network=True, log=False)
+    cfg = dict(epochs=2, steps_per_epoch=4, meta_batch=2)
+    ref = make_trainer(archs, _small_augmented_loader(), **cfg)
+    ref.train()
+
+    full, compact = str(tmp_path / 'full.pt'), str(tmp_path / 'compact.pt')
+    trainer = make_trainer(archs, _small_augmented_loader(), **cfg)
+    trainer.train(max_steps=3)
+    trainer.save_checkpoint(full)
+    trainer.compact = True
+    trainer.save_checkpoint(compact)
+    # Weights in float32, both Adam moments in bfloat16: 4 + 2 + 2 bytes a parameter instead of 4 + 4 + 4.
+    assert os.path.getsize(compact) < 0.72 * os.path.getsize(full)
+    saved = torch.load(compact, weights_only=True)
+    assert all(v.dtype == torch.float32 for v in saved['ghn'].values())
+    moments = [m for s in saved['optimizer']['state'].values() for k, m in s.items() if k != 'step']
+    assert moments and all(m.dtype == torch.bfloat16 for m in moments) and saved['compact']
+
+    resumed = make_trainer(archs, _small_augmented_loader(), init_seed=5, ckpt_path=compact, compact=True, **cfg)
+    resumed.load_checkpoint(compact)
+    assert_state_dicts_equal(ghn_weights(resumed), ghn_weights(trainer))
+    for before, after in zip(trainer.optimizer.state.values(), resumed.optimizer.state.values()):
+        for k in ('exp_avg', 'exp_avg_sq'):
+            # back in float32, equal to the saved moments up to bfloat16's rounding (8 significant bits:
+            # relative error <= 2^-8; fp32's exponent range, so nothing flushes to zero)
+            assert after[k].dtype == torch.float32
+            assert torch.allclose(after[k], before[k], rtol=2 ** -8, atol=0), k
+        assert torch.equal(after['step'], before['step'])
+    history = resumed.train()
+    # The same run: the same architectures, images, schedule and number of steps ...
+    assert resumed.state.draws == ref.state.draws and resumed.state.global_step == 8
+    assert [h['lr'] for h in history] == [h['lr'] for h in ref.state.history]
+    assert history[-1]['loss'] == pytest.approx(ref.state.history[-1]['loss'], abs=1e-3)
+    # ... and weights within what the rounding can move them: an Adam update is at most ~lr per step, and
+    # where a gradient sits at rounding level its sign (so the update) can flip, so each of the 5 steps
+    # after the resume may differ by up to 2 lr.
+    for k, v in ghn_weights(ref).items():
+        assert torch.allclose(v, ghn_weights(resumed)[k], rtol=0, atol=5 * 2 * 1e-3), k
+    # A float32 checkpoint of the same moment resumes bit for bit.
+    exact = make_trainer(archs, _small_augmented_loader(), init_seed=6, **cfg)
+    exact.load_checkpoint(full)
+    exact.train()
+    assert_state_dicts_equal(ghn_weights(ref), ghn_weights(exact))
 
 
 # ---------------------------------------------------------------- the architecture stream

@@ -5,13 +5,17 @@
         --candidate "16 images=--recipe paper --archs 100000 --batch-size 16" [...] \\
         [--out benchmarks/results_train_recipes.json] [--plot benchmarks/train_recipes.png]
 
-Each candidate is a ``pyg-ghn train`` run (one thread, seed 1111, checkpoints in ``--work``) stopped at each
+Each candidate is a ``pyg-ghn train`` run (one thread, seed 1111, ``WORK/NAME/trainer.pt``) stopped at each
 budget by ``--cpu-hours`` (the process's CPU time, data preparation included, so a busy machine does not
 change the budget), exported, and evaluated on the first ``--eval-nets`` DeepNets-1M ID-test networks with
 ``benchmarks/reproduce.py``'s protocol (BN on test-batch statistics, the full Fashion-MNIST test set unless
 ``--max-batches``). Everything is resumable: a budget already trained or evaluated is skipped, so the script
 can be stopped and run again. The table has, per candidate and budget: steps taken, core-hours, seconds per
 step (CPU) and ID-test top-1 mean ± s.e.m.; the plot is accuracy against core-hours.
+
+The same script draws the curve of a long run: give one candidate and growing budgets, e.g.
+``--work training --candidate "ghn2_cpu=--recipe cpu" --compact --budgets 0.3 0.6 1 1.5 2 3 4`` continues
+``training/ghn2_cpu/trainer.pt`` to each budget in turn (training/README.md).
 """
 import argparse
 import json
@@ -66,10 +70,11 @@ def train_and_evaluate(name: str, flags: str, budgets: List[float], a: argparse.
         if 'steps' not in point:
             if not os.path.exists(ckpt):
                 _run([py, '-m', 'pyg_ghn.cli', 'train', *shlex.split(flags), '--threads', '1', '--ckpt', ckpt,
-                      '--arch-root', a.arch_root, '--cpu-hours', key, '--ckpt-every', '50'])
+                      '--arch-root', a.arch_root, '--cpu-hours', key, '--ckpt-every', '50']
+                     + (['--compact'] if a.compact else []))
             else:
                 _run([py, '-m', 'pyg_ghn.cli', 'continue', ckpt, '--threads', '1', '--arch-root', a.arch_root,
-                      '--cpu-hours', key])
+                      '--cpu-hours', key] + (['--compact'] if a.compact else []))
             _run([py, '-m', 'pyg_ghn.cli', 'export', '--ckpt', ckpt, '--out', ghn_path])
             state = _trainer_state(ckpt)
             point = {'steps': state['global_step'], 'cpu_hours': state['cpu_seconds'] / 3600}
@@ -129,7 +134,8 @@ def main() -> None:
     p.add_argument('--eval-nets', type=int, default=20)
     p.add_argument('--max-batches', type=int, default=None)
     p.add_argument('--arch-root', default='data/deepnets1m')
-    p.add_argument('--work', default='runs/recipes')
+    p.add_argument('--work', default='runs/recipes', help="a candidate's checkpoint is WORK/NAME/trainer.pt")
+    p.add_argument('--compact', action='store_true', help='compact checkpoints (a run whose state is committed)')
     p.add_argument('--out', default='benchmarks/results_train_recipes.json')
     p.add_argument('--plot', default=None)
     p.add_argument('--reference', type=float, default=None, help='an accuracy drawn as a line (e.g. 54.6)')

@@ -1,14 +1,18 @@
-"""Time and memory of one GHN-2 training step on the CPU, split into phases.
+"""Time and memory of one GHN-2 training step on the CPU, split into phases, for one or more recipes.
 
-    python benchmarks/train_step.py [--steps 5] [--threads 1 2] [--meta-batch 8] [--batch-size 64]
+    python benchmarks/train_step.py [--steps 5] [--threads 1 2] [--recipe paper cpu] [--workers 0 1]
+        [--meta-batch 8] [--batch-size 64]
 
 A step as :meth:`pyg_ghn.train.trainer.Trainer.step` runs it: a meta-batch of DeepNets-1M training
 architectures at their sampled training widths (the trainer's stream, :class:`MetaBatchSampler`, seed 1111,
 over-budget meta-batches skipped like the trainer does), one batch of Fashion-MNIST images, the GHN-2
-(CIFAR-10 configuration). The phases are timed separately with the trainer's pieces:
+(CIFAR-10 configuration). ``--recipe`` takes each recipe's images, meta-batch and widths
+(:mod:`pyg_ghn.train.recipes`; ``--meta-batch``/``--batch-size`` override them). The phases are timed
+separately with the trainer's pieces:
 
 * ``data``: the image batch and the meta-batch of graphs (building the networks and tracing them), then
-  :func:`networks_of`;
+  :func:`networks_of`; with ``--workers 1`` the graphs and networks are built by a DataLoader worker ahead of
+  the step, and ``data`` is what the step still waits for;
 * ``ghn fwd``: :meth:`GHN.predict_parameters`;
 * ``nets f+b``: every network's forward pass with :func:`torch.func.functional_call` on detached copies of
   the predicted parameters, the mean cross-entropy, and its backward pass to those parameters;
@@ -17,9 +21,11 @@ over-budget meta-batches skipped like the trainer does), one batch of Fashion-MN
 * ``sum``: the phases after ``data``; ``step``: :meth:`Trainer.step` on the same meta-batch and images, for
   comparison (it also computes accuracies).
 
-Each thread count runs in its own process (so that peak RSS is its own); medians over ``--steps`` steps
-after one warm-up step. Peak memory is the process's maximum resident set size (``getrusage``) and its growth
-over the resident size before the first step.
+Each (recipe, workers, threads) runs in its own process (so that peak RSS is its own); medians over
+``--steps`` steps after one warm-up step, in wall seconds, and ``cpu`` is the process's CPU time of a whole
+step (all threads; a worker's is not included). Every row draws the same architectures. Peak memory is the
+process's maximum resident set size (``getrusage``) and its growth over the resident size before the first
+step.
 """
 import argparse
 import json
@@ -50,23 +56,29 @@ def run(args: argparse.Namespace) -> dict:
     from pyg_ghn.train.meta_batch import meta_batch_loader, networks_of
     from pyg_ghn.train.trainer import TrainConfig, Trainer
 
+    from pyg_ghn.train.recipes import get_recipe
     threads = args.threads[0]
     torch.set_num_threads(threads)
     warnings.simplefilter('ignore')
     torch.manual_seed(0)
-    archs = DeepNets1M(args.arch_root, 'train', num_nets=args.archs, log=False)
-    images = iter(image_loaders('fashion_mnist', batch_size=args.batch_size, split='val', seed=1111).train)
+    recipe = get_recipe(args.recipe[0])
+    meta_batch, batch_size = args.meta_batch or recipe.meta_batch, args.batch_size or recipe.batch_size
+    workers = args.workers[0]
+    archs = DeepNets1M(args.arch_root, 'train', num_nets=args.archs, log=False, channels=recipe.channels,
+                       attach_network=workers > 0)
+    images = iter(image_loaders('fashion_mnist', batch_size=batch_size, split='val', seed=1111).train)
     ghn = GHN.from_config('ghn2', 'cifar10')
-    config = TrainConfig(meta_batch=args.meta_batch)
+    config = TrainConfig(meta_batch=meta_batch)
     trainer = Trainer(ghn, archs, None, build_network, config, progress=False)
-    stream = iter(meta_batch_loader(archs, args.meta_batch, seed=1111))
+    stream = iter(meta_batch_loader(archs, meta_batch, seed=1111, num_workers=workers))
     device = torch.device('cpu')
     rss0 = _rss_mb()
 
-    times = {p: [] for p in PHASES}
+    times = {p: [] for p in PHASES + ('cpu',)}
     nodes = []
     for i in range(args.steps + 1):
         t = {}
+        cpu0 = time.process_time()  # (a worker prepares the next meta-batch while the steps below run)
         t0 = time.perf_counter()
         x, y = next(images)
         while True:  # the trainer skips meta-batches over its node budget
@@ -101,6 +113,7 @@ def run(args: argparse.Namespace) -> dict:
         trainer.optimizer.step()
         t['opt'] = time.perf_counter() - t0
         t['sum'] = sum(v for k, v in t.items() if k != 'data')  # comparable to Trainer.step
+        t['cpu'] = time.process_time() - cpu0  # this process's CPU time for data + the phases
         del params, leaves, outs, grads, loss
 
         t0 = time.perf_counter()
@@ -115,7 +128,8 @@ def run(args: argparse.Namespace) -> dict:
             print(f'  step {i}: {batch.num_nodes} nodes, ' + ', '.join(f'{k} {v:.2f}s' for k, v in t.items()),
                   file=sys.stderr)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {'threads': threads, 'nodes': statistics.median(nodes),
+    return {'recipe': args.recipe[0], 'workers': workers, 'meta_batch': meta_batch, 'batch_size': batch_size,
+            'threads': threads, 'nodes': statistics.median(nodes),
             'median_s': {k: statistics.median(v) for k, v in times.items()},
             'peak_rss_mb': peak, 'rss_before_mb': rss0}
 
@@ -124,8 +138,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--threads', type=int, nargs='+', default=[1, os.cpu_count() or 1])
-    parser.add_argument('--meta-batch', type=int, default=8)
-    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--recipe', nargs='+', default=['paper'], help='recipes to time (pyg_ghn.train.recipes)')
+    parser.add_argument('--workers', type=int, nargs='+', default=[0], help='DataLoader workers building graphs')
+    parser.add_argument('--meta-batch', type=int, default=None, help="default: the recipe's")
+    parser.add_argument('--batch-size', type=int, default=None, help="default: the recipe's")
     parser.add_argument('--archs', type=int, default=256, help='training architectures to draw from')
     parser.add_argument('--arch-root', default=os.path.join('/tmp', 'pyg_ghn_bench', 'deepnets1m'))
     parser.add_argument('--verbose', action='store_true')
@@ -138,24 +154,34 @@ def main() -> None:
     from pyg_ghn.datasets.deepnets1m import DeepNets1M
     DeepNets1M(args.arch_root, 'train', num_nets=args.archs, log=False)  # generate once, outside the timings
     results = []
-    for n in dict.fromkeys(args.threads):
-        cmd = [sys.executable, __file__, '--worker', '--threads', str(n), '--steps', str(args.steps),
-               '--meta-batch', str(args.meta_batch), '--batch-size', str(args.batch_size),
-               '--archs', str(args.archs), '--arch-root', args.arch_root] + (['--verbose'] if args.verbose else [])
-        env = {**os.environ, 'OMP_NUM_THREADS': str(n)}
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if args.verbose or out.returncode:
-            print(out.stderr, file=sys.stderr)
-        if out.returncode:
-            raise SystemExit(f'the {n}-thread run failed')
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for recipe in args.recipe:
+        for workers in dict.fromkeys(args.workers):
+            for n in dict.fromkeys(args.threads):
+                cmd = [sys.executable, __file__, '--worker', '--threads', str(n), '--steps', str(args.steps),
+                       '--recipe', recipe, '--workers', str(workers), '--archs', str(args.archs),
+                       '--arch-root', args.arch_root] + (['--verbose'] if args.verbose else [])
+                cmd += ['--meta-batch', str(args.meta_batch)] if args.meta_batch else []
+                cmd += ['--batch-size', str(args.batch_size)] if args.batch_size else []
+                env = {**os.environ, 'OMP_NUM_THREADS': str(n)}
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if args.verbose or out.returncode:
+                    print(out.stderr, file=sys.stderr)
+                if out.returncode:
+                    raise SystemExit(f'the {recipe} run with {workers} workers and {n} threads failed')
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
-    print(f'meta-batch {args.meta_batch} DeepNets-1M train nets (training widths), {args.batch_size} images, '
-          f'CPU; median seconds over {args.steps} steps (each a different meta-batch)')
-    print(f'{"threads":>7}{"nodes":>7}' + ''.join(f'{p:>10}' for p in PHASES) + f'{"peak MB":>9}{"+MB":>7}')
+    print(f'DeepNets-1M train nets (training widths), Fashion-MNIST, CPU; median seconds over {args.steps} steps '
+          '(each a different meta-batch); cpu = CPU time of a step (data included), data % and ghn % = shares of '
+          'the step (data + sum)')
+    print(f'{"recipe":>8}{"b_m":>4}{"imgs":>5}{"wkrs":>5}{"thr":>4}{"nodes":>6}' + ''.join(f'{p:>9}' for p in PHASES)
+          + f'{"cpu":>7}{"data %":>8}{"ghn %":>7}{"peak MB":>8}')
     for r in results:
-        print(f'{r["threads"]:>7}{r["nodes"]:>7.0f}' + ''.join(f'{r["median_s"][p]:>10.2f}' for p in PHASES)
-              + f'{r["peak_rss_mb"]:>9.0f}{r["peak_rss_mb"] - r["rss_before_mb"]:>7.0f}')
+        m = r['median_s']
+        total = m['data'] + m['sum']
+        print(f'{r["recipe"]:>8}{r["meta_batch"]:>4}{r["batch_size"]:>5}{r["workers"]:>5}{r["threads"]:>4}'
+              f'{r["nodes"]:>6.0f}' + ''.join(f'{m[p]:>9.2f}' for p in PHASES) + f'{m["cpu"]:>7.2f}'
+              f'{100 * m["data"] / total:>8.1f}{100 * (m["ghn fwd"] + m["ghn bwd"]) / total:>7.1f}'
+              f'{r["peak_rss_mb"]:>8.0f}')
 
 
 if __name__ == '__main__':

@@ -68,6 +68,9 @@ class _State:
     # CPU time of the training processes (all threads, all ranks; data preparation included): the run's cost
     # in core-seconds, which wall time on a shared machine does not measure.
     cpu_seconds: float = 0.
+    # Wall time this epoch's steps waited for their images and architectures (graphs, networks): with
+    # DataLoader workers they are prepared ahead of the step and the wait is near zero.
+    data_seconds: float = 0.
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
@@ -267,9 +270,11 @@ class Trainer:
             if self.state.step_in_epoch == 0:
                 self.state.epoch_sums = [0., 0., 0., 0.]
                 self.state.skipped_in_epoch = 0
+                self.state.data_seconds = 0.
             sums, t0 = self.state.epoch_sums, time.time() - self.state.epoch_sums[3]
             cpu_mark = time.process_time()
             while self.state.step_in_epoch < self.steps_per_epoch:
+                t_data = time.perf_counter()
                 try:
                     images, targets = next(images_iter)
                 except StopIteration:
@@ -281,6 +286,7 @@ class Trainer:
                     self.state.draws += 1
                     if not self._over_budget(batch):
                         break
+                self.state.data_seconds += time.perf_counter() - t_data
                 out = self.step(batch.to(self.device), images, targets)
                 if out is None and self.state.skipped_in_epoch > max_skipped:
                     raise TooManySkippedSteps(
@@ -315,7 +321,8 @@ class Trainer:
             self.state.history.append({'epoch': self.state.epoch + 1, 'loss': sums[0] / n, 'acc': 100 * sums[1] / n,
                                        'lr': self.scheduler.get_last_lr()[0], 'steps': self.state.global_step,
                                        'skipped': self.state.skipped, 'seconds': sums[3],
-                                       'cpu_hours': self.state.cpu_seconds / 3600})
+                                       'cpu_hours': self.state.cpu_seconds / 3600,
+                                       'data_seconds': self.state.data_seconds})
             self.state.epoch += 1
             self.state.step_in_epoch = 0
             self.scheduler.step()

@@ -64,25 +64,42 @@ def _op_prefix(fn_name: str) -> str:
     return fn_name[:i] if i >= 0 else fn_name
 
 
-_SOFTMAX_SEARCH_DEPTH = 4
 _MATMUL_OPS = {'Bmm', 'Mm', 'Matmul'}
+# Operations that only move, copy, cast or mask the attention weights between the softmax and ``attn @ v``:
+# reshapes and layout changes (einsum and einops-style rearranges put several of them there, e.g. Softmax ->
+# Unsqueeze -> Permute -> Permute -> View -> Bmm for ``torch.einsum``), dtype casts (softmax in float32),
+# and dropout (a product with a constant mask, or the fused kernel).
+_LAYOUT_OPS = {'View', 'UnsafeView', 'Reshape', 'ReshapeAlias', '_ReshapeAlias', 'Permute', 'Transpose', 'T',
+               'Unsqueeze', 'Squeeze', 'Expand', 'Clone', 'AsStrided', 'Alias', 'ToCopy', 'NativeDropout'}
+
+
+def _passes_weights_on(ag: AutogradGraph, j: int) -> bool:
+    op = _op_prefix(ag.names[j])
+    # A product with nothing traced on the other side: a dropout mask or a constant.
+    return op in _LAYOUT_OPS or (op == 'Mul' and len(ag.inputs[j]) == 1 and not ag.leaves[j])
 
 
 def _is_attention_core(ag: AutogradGraph, i: int) -> bool:
     """``attn @ v`` of a self-attention, or a fused scaled-dot-product attention: the op GHN graphs mark as
     ``msa``. The original finds it by a positional heuristic that depends on the einops version (spec §1.8);
-    we find it by structure: a matrix product fed by a softmax through a few reshaping ops."""
+    we find it by structure: a matrix product one of whose operands is a softmax's output, reached through
+    any number of operations that only reshape, copy, cast or mask it (:data:`_LAYOUT_OPS`), however
+    the attention is written (``@`` with permutes, ``einsum``, einops, ``nn.MultiheadAttention``)."""
     name = ag.names[i]
     if name.startswith('ScaledDotProduct'):
         return True
     if _op_prefix(name) not in _MATMUL_OPS:
         return False
-    frontier, depth = list(ag.inputs[i]), 0
-    while frontier and depth < _SOFTMAX_SEARCH_DEPTH:
-        if any('Softmax' in ag.names[j] for j in frontier):  # Softmax, _Softmax, SafeSoftmax
+    stack, seen = list(ag.inputs[i]), set()
+    while stack:
+        j = stack.pop()
+        if j in seen:
+            continue
+        seen.add(j)
+        if 'Softmax' in ag.names[j]:  # Softmax, _Softmax, SafeSoftmax
             return True
-        frontier = [k for j in frontier if _op_prefix(ag.names[j]) not in _MATMUL_OPS for k in ag.inputs[j]]
-        depth += 1
+        if _passes_weights_on(ag, j):
+            stack.extend(ag.inputs[j])
     return False
 
 

@@ -7,13 +7,15 @@ operation, though, because some kernels take shortcuts on empty tensors (``batch
 algorithm by contiguity and every empty tensor counts as contiguous, attention picks another backend).
 So the empty pass runs under :class:`EmptyBatchGuard`, which lets through only functions known to record
 the same nodes on an empty batch, rewrites BatchNorm and dropout into calls that record what data would,
-lets linear and matmul through only where their algorithm does not depend on the layout, and stops the
+lets linear and matmul through only where their algorithm does not depend on the layout, resolves the
+sizes ``view``/``reshape`` cannot infer without elements (``x.view(x.size(0), -1)``), and stops the
 pass with :class:`UnsafeOnEmptyBatch` at anything else; the
 tracer then traces on data as before. ``tests/graph/test_empty_batch.py`` checks that the graphs are equal
 for torchvision's models and DeepNets-1M networks.
 """
 import functools
-from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, FrozenSet, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -45,13 +47,13 @@ SAFE_ON_EMPTY: FrozenSet[str] = frozenset({
     'torch.nn.functional.silu', 'torch.nn.functional.hardswish', 'torch.nn.functional.hardsigmoid',
     'torch.nn.functional.hardtanh', 'torch.nn.functional.softmax', 'torch.nn.functional.sigmoid',
     'torch.nn.functional.tanh',
-    'torch.Tensor.__getitem__', 'torch.Tensor.flatten', 'torch.flatten', 'torch.Tensor.reshape',
-    'torch.reshape', 'torch.Tensor.view', 'torch.Tensor.permute', 'torch.permute', 'torch.Tensor.transpose',
+    'torch.Tensor.__getitem__', 'torch.Tensor.flatten', 'torch.flatten', 'torch.Tensor.permute', 'torch.permute', 'torch.Tensor.transpose',
     'torch.transpose', 'torch.swapaxes', 'torch.Tensor.unsqueeze', 'torch.Tensor.squeeze',
     'torch.Tensor.chunk', 'torch.chunk', 'torch.Tensor.unbind', 'torch.Tensor.contiguous',
     'torch.Tensor.expand', 'torch.cat', 'torch.concat',
     # stochastic depth: a random per-sample mask multiplied in, a Mul node either way
     'torch.empty', 'torch.Tensor.bernoulli_',
+    'torch.bmm', 'torch.Tensor.bmm',  # one kernel on 3-D operands, whatever their layout
     'torch.nn.functional.conv1d', 'torch.nn.functional.conv2d', 'torch.nn.functional.conv_transpose2d',
     'torch.nn.functional.max_pool2d', 'torch.nn.functional.avg_pool2d',
     'torch.nn.functional.adaptive_avg_pool2d', 'torch.nn.functional.adaptive_max_pool2d',
@@ -106,7 +108,53 @@ def _matmul(input: Tensor, other: Tensor) -> Tensor:
     return torch.matmul(input, other)
 
 
+def _shape_on_data(t: Tensor, shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    """The shape a ``view``/``reshape`` of ``t`` resolves to on data, with the empty batch kept empty.
+
+    ``x.view(x.size(0), -1)`` on an empty batch asks for ``(0, -1)``, which torch refuses: with no
+    elements, -1 could be anything. On data of any batch size B the -1 is the size of one sample's
+    elements over the other requested sizes (B cancels out when the batch dimension appears once on each
+    side), so it is computed with B = 1. Shapes that are not ambiguous are returned as they are."""
+    dims = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)) else shape
+    if t.numel() != 0 or not all(isinstance(d, int) for d in dims) or -1 not in dims or 0 not in dims:
+        return shape  # a dtype view, or sizes torch resolves itself
+    if list(t.shape).count(0) != 1 or dims.count(0) != 1 or dims.count(-1) != 1:
+        raise UnsafeOnEmptyBatch(f'view/reshape of a {tuple(t.shape)} tensor to {dims}')
+    per_sample = math.prod(s for s in t.shape if s != 0)
+    known = math.prod(d for d in dims if d not in (0, -1))
+    if per_sample % known:
+        raise UnsafeOnEmptyBatch(f'view/reshape of a {tuple(t.shape)} tensor to {dims}')
+    return tuple(per_sample // known if d == -1 else d for d in dims)
+
+
+def _view(self: Tensor, *shape: Any) -> Tensor:
+    return Tensor.view(self, *_shape_on_data(self, shape))
+
+
+def _reshape(self: Tensor, *shape: Any) -> Tensor:
+    return Tensor.reshape(self, *_shape_on_data(self, shape))
+
+
+def _torch_reshape(input: Tensor, shape: Sequence[int]) -> Tensor:
+    return torch.reshape(input, _shape_on_data(input, tuple(shape)))
+
+
+def _einsum(equation: str, *operands: Any) -> Tensor:
+    # A product of two operands is always one bmm between reshapes, on any sizes (only whether a reshape
+    # is a view differs, and the graph builder passes through both); for more operands the contraction
+    # order is chosen from the sizes, which the empty batch changes.
+    tensors = operands[0] if len(operands) == 1 and isinstance(operands[0], (list, tuple)) else operands
+    if len(tensors) > 2:
+        raise UnsafeOnEmptyBatch('einsum of more than two operands')
+    return torch.einsum(equation, *operands)
+
+
 _REWRITES: Dict[str, Callable[..., Any]] = {
+    'torch.einsum': _einsum,
+    'torch.functional.einsum': _einsum,
+    'torch.Tensor.view': _view,
+    'torch.Tensor.reshape': _reshape,
+    'torch.reshape': _torch_reshape,
     'torch.nn.functional.batch_norm': _batch_norm,
     'torch.nn.functional.dropout': _dropout,
     'torch.nn.functional.linear': _linear,
@@ -127,8 +175,9 @@ def _tables() -> Tuple[FrozenSet[Any], Dict[Any, Callable[..., Any]]]:
 
 class EmptyBatchGuard(TorchFunctionMode):
     """A :class:`~torch.overrides.TorchFunctionMode` for a forward pass on an empty batch: lets through the
-    functions of :data:`SAFE_ON_EMPTY`, rewrites BatchNorm, dropout, linear and matmul so that they record
-    what a pass on data records, and raises :class:`UnsafeOnEmptyBatch` for any other function."""
+    functions of :data:`SAFE_ON_EMPTY`, rewrites BatchNorm, dropout, linear, matmul, view and reshape so
+    that they record what a pass on data records, and raises :class:`UnsafeOnEmptyBatch` for any other
+    function."""
 
     def __init__(self) -> None:
         super().__init__()

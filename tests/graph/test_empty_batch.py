@@ -11,6 +11,7 @@ from pyg_ghn.deepnets.generator import generate_net
 from pyg_ghn.deepnets.predefined import darts, vit
 from pyg_ghn.graph import from_module
 from pyg_ghn.graph.empty_batch import EmptyBatchGuard, UnsafeOnEmptyBatch
+from user_style_nets import HEADS, DartsNetworkCIFAR, original_vit
 
 FIELDS = ['x', 'edge_index', 'edge_index_sp', 'edge_dist_sp', 'shape', 'role', 'cell', 'level_fw', 'level_bw']
 
@@ -84,6 +85,45 @@ def test_unsafe_model_falls_back_to_data(monkeypatch):
         build(model, (3, 8, 8), {0}, monkeypatch)
     g = from_module(model, (3, 8, 8), warn=False)
     assert_same_graph(g, build(model, (3, 8, 8), {1, 2}, monkeypatch))
+
+
+def test_sizes_inferred_from_elements_are_resolved_as_on_data():
+    x = torch.randn(0, 4, 3, 3)
+    with EmptyBatchGuard():
+        assert x.view(x.size(0), -1).shape == (0, 36)  # torch alone: "-1 can be any value"
+        assert x.reshape(x.shape[0], 2, -1).shape == (0, 2, 18)
+        assert torch.reshape(x, [0, -1, 9]).shape == (0, 4, 9)
+        assert x.view(-1, 36).shape == (0, 36)  # torch resolves this one itself
+        with pytest.raises(UnsafeOnEmptyBatch, match='view/reshape'):
+            x.view(0, 5, -1)  # no size fits one sample's 36 elements: data would fail too
+
+
+# The DARTS repository's network: heads that flatten with x.view(x.size(0), -1) and other idioms, a tuple
+# output, an auxiliary head (training mode), dropout; the original DeepNets-1M ViT cell (einsum,
+# einops-style rearranges).
+STYLES = [pytest.param(head, mode, marks=[] if (head, mode) in {('view', 'train'), ('squeeze', 'eval')}
+                       else [pytest.mark.slow]) for head in HEADS for mode in ('train', 'eval')]
+
+
+@pytest.mark.parametrize('head,mode', STYLES)
+def test_models_written_in_other_styles_take_the_fast_path(head, mode, monkeypatch):
+    model = getattr(DartsNetworkCIFAR(C=8, layers=5, head=head, drop_prob=0.2), mode)()
+    empty = build(model, (3, 32, 32), {0}, monkeypatch)  # raises if the guard refused
+    assert_same_graph(empty, build(model, (3, 32, 32), {1, 2}, monkeypatch))
+
+
+def test_original_vit_cell_takes_the_fast_path(monkeypatch):
+    model = original_vit()
+    assert_same_graph(build(model, (3, 32, 32), {0}, monkeypatch), build(model, (3, 32, 32), {1}, monkeypatch))
+
+
+def test_darts_repository_network_gives_the_original_graph(monkeypatch):
+    g = build(DartsNetworkCIFAR().eval(), (3, 32, 32), {0}, monkeypatch)
+    # spec §1.7, DARTS CIFAR (C=36, 20 cells): 794 nodes, 935 real edges, 293,941 edges in all.
+    assert g.num_nodes == 794 and g.edge_index.size(1) == 935
+    assert g.edge_index.size(1) + g.edge_index_sp.size(1) == 293941
+    assert g.primitive_counts() == {'conv': 242, 'bn': 239, 'sep_conv': 180, 'sum': 80, 'concat': 22,
+                                    'dil_conv': 18, 'max_pool': 10, 'input': 1, 'glob_avg': 1, 'bias': 1}
 
 
 def _deepnets(split, i):

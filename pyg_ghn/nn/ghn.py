@@ -11,6 +11,7 @@ from torch_geometric.utils import scatter
 from ..graph.dag import topological_levels
 from ..primitives import PRIMITIVE_IDS, PRIMITIVES, Role
 from ..transforms.add_shortest_path_edges import shortest_path_edges
+from .configs import DATASETS
 from .decoder import MLP, ConvDecoder, bias_class_head, decoder_1d
 from .normalize import (copy_tiled_, crop_to_shape, normalize_bias, normalize_norm_weight, normalize_weight,
                         tile_to_shape)
@@ -141,6 +142,15 @@ class GHN(nn.Module):
         """Saves this GHN atomically (:func:`pyg_ghn.nn.checkpoint.save_ghn`)."""
         from .checkpoint import save_ghn
         save_ghn(self, path, **kwargs)
+
+    @property
+    def input_size(self) -> Tuple[int, int, int]:
+        """The input size ``ghn(model)`` builds graphs at when neither the call nor the model
+        (``expected_input_sz``) gives one: the image size of the data the configuration is for,
+        3x224x224 for an ImageNet-style GHN (kernels up to 16x16, the ``'imagenet'`` configuration) and
+        3x32x32 for a CIFAR-style one (11x11). ImageNet models such as AlexNet or the ViTs cannot run on
+        32x32 images."""
+        return (3, 224, 224) if self.max_shape[2] >= DATASETS['imagenet']['max_shape'][2] else (3, 32, 32)
 
     @property
     def num_parameters(self) -> int:
@@ -350,13 +360,16 @@ class GHN(nn.Module):
             n_batches (int): batches used by ``calibrate``. (default: :obj:`200`)
             input_size (int or tuple, optional): input size for graph building (see
                 :func:`~pyg_ghn.graph.builder.from_module`; defaults to ``model.expected_input_sz`` when set,
-                else ``(3, 32, 32)``).
+                else to :attr:`input_size`: 3x224x224 for an ImageNet GHN, 3x32x32 for a CIFAR one).
             return_embeddings (bool): also return the node features.
 
         Parameters without a graph node keep their values and are listed in a warning.
         """
         from ..graph.builder import UnpredictedParametersWarning, from_module
         if graph is None:
+            if input_size is None and getattr(model, 'expected_input_sz', None) is None \
+                    and getattr(model, 'expected_image_sz', None) is None:
+                input_size = self.input_size  # the images this GHN is for, when the model does not say
             graph = from_module(model, input_size, max_sp_dist=self.max_sp_dist if self.ve else 1,
                                 warn=False)  # the warning below covers given graphs too
         with torch.no_grad():

@@ -287,6 +287,35 @@ def test_one_liner():
     assert not model2.bn1.training and model2.bn1.track_running_stats
 
 
+class Patchify(nn.Module):
+    """Runs only on 224x224 images, as ImageNet models such as the ViTs: 16x16 patches, flattened into a
+    classifier sized for 14x14 of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 2, 16, 16)
+        self.fc = nn.Linear(2 * 14 * 14, 5)
+
+    def forward(self, x):
+        return self.fc(self.patch(x).flatten(1))
+
+
+def test_one_liner_builds_the_graph_at_the_image_size_of_the_ghn():
+    imagenet, cifar = GHN.from_config('ghn2', 'imagenet').eval(), GHN.from_config('ghn2').eval()
+    assert imagenet.input_size == (3, 224, 224) and cifar.input_size == (3, 32, 32)
+    with pytest.raises(Exception, match='forward pass'):
+        cifar(Patchify())  # 32x32 images: 2x2 patches, not the 14x14 the classifier takes
+    model = imagenet(Patchify())  # no input size: the GHN's
+    assert model(torch.randn(2, 3, 224, 224)).shape == (2, 5)
+    with pytest.raises(Exception, match=r'3, 32, 32\)'):
+        imagenet(Patchify(), input_size=32)  # a given size is used as it is
+    stated = Patchify()
+    stated.expected_input_sz = 32  # so is the size a model states (DeepNets-1M networks)
+    with pytest.raises(Exception, match=r'3, 32, 32\)'):
+        imagenet(stated)
+    assert cifar(Patchify(), input_size=224)(torch.randn(1, 3, 224, 224)).shape == (1, 5)
+
+
 def test_one_liner_calibrate():
     pytest.importorskip('pyg_ghn.graph.builder')
     torch.manual_seed(0)

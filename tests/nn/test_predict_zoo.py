@@ -19,18 +19,24 @@ def ghn():
     return GHN.from_config('ghn2', 'imagenet').eval()
 
 
-def check_prediction(ghn, name, size):
+def check_prediction(ghn, name, size=None):
+    """Predicts ``name``'s parameters with ``ghn(model)``; without ``size`` the GHN builds the graph at
+    the image size it is configured for (224x224 for ImageNet), which is then what the model runs on."""
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         model = torchvision.models.get_model(name, num_classes=10)
-        graph = from_module(model, size)
+        graph = from_module(model, size or ghn.input_size)
         before = {n: p.clone() for n, p in model.named_parameters()}
         predicted = ghn.predict_parameters(graph)[0]
         named = dict(model.named_parameters())
         for n, t in predicted.items():
             assert t.shape == named[n].shape, n  # predicted shapes equal the model's
             assert torch.isfinite(t).all(), n
-        ghn(model, graph=graph)
+        if size is None:
+            ghn(model)  # no graph, no input size: as a user calls it
+        else:
+            ghn(model, graph=graph)
+        size = size or ghn.input_size
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == set(predicted)  # predicted tensors were set; unpredicted ones kept their values
     assert set(graph.unpredicted) == set(before) - set(predicted)
@@ -48,4 +54,4 @@ def test_prediction_runs_for_channel_counts_the_original_crashes_on(ghn, name):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', MODELS)
 def test_every_torchvision_classifier_is_predicted_and_runs(ghn, name):
-    check_prediction(ghn, name, (3, 299, 299) if name == 'inception_v3' else (3, 224, 224))
+    check_prediction(ghn, name)  # the ImageNet GHN's 224x224, no input size passed

@@ -36,8 +36,7 @@ setup() {
     did=1
   fi
   if ! $PY -c "import pyg_ghn, torch_geometric, pytest, h5py, sklearn" 2>/dev/null; then
-    install_step 'pyg_ghn (editable) with its test extra: torch_geometric, pytest, h5py, scikit-learn, ...' \
-      $PY -m pip install -q -e '.[test]'
+    install_step 'pyg_ghn (editable) with torch_geometric, pytest, h5py, scikit-learn' $PY -m pip install -q -e '.[test]'
     did=1
   fi
   # Fashion-MNIST, the offline default image data (idx files in /usr/share/datasets/fashion-mnist).

@@ -114,11 +114,12 @@ def plot(results: Dict[str, Any], path: str, reference: float = None) -> None:
         pts = sorted((p['cpu_hours'], p['top1'], p['sem']) for p in run['points'].values() if 'top1' in p)
         if pts:
             x, y, e = zip(*pts)
-            ax.errorbar([0] + list(x), [10.] + list(y), yerr=[0] + list(e), marker='o', capsize=3, label=name)
+            ax.errorbar(x, y, yerr=e, marker='o', capsize=3, label=name)
     if reference is not None:
         ax.axhline(reference, ls=':', c='gray')
-        ax.annotate('shipped GHN-2 (1,148 paper steps, 2.9 core-h)', (0, reference), va='bottom', fontsize=8,
-                    color='gray')
+        ax.annotate(f'reference: {reference:g}%', (0, reference), xycoords=('axes fraction', 'data'),
+                    va='bottom', fontsize=8, color='gray')
+    ax.axhline(10, ls='--', lw=0.8, c='lightgray')  # chance on 10 classes
     ax.set(xlabel='training cost (CPU core-hours)', ylabel='ID-test top-1 of predicted params (%)')
     ax.legend(fontsize=8, loc='lower right')
     fig.tight_layout()

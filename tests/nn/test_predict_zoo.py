@@ -25,6 +25,10 @@ def check_prediction(ghn, name, size=None):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         model = torchvision.models.get_model(name, num_classes=10)
+        if size is None:
+            # As a user predicts a model for inference. In training mode Inception-v3 also runs its auxiliary
+            # head, whose 5x5 conv needs the 299x299 inputs it was designed for; at 224 only eval mode runs.
+            model.eval()
         graph = from_module(model, size or ghn.input_size)
         before = {n: p.clone() for n, p in model.named_parameters()}
         predicted = ghn.predict_parameters(graph)[0]

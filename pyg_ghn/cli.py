@@ -129,14 +129,8 @@ def cmd_continue(a: argparse.Namespace) -> None:
     from dataclasses import fields
 
     from .nn import GHN
-    from .nn.checkpoint import CheckpointError, read_checkpoint
     from .train.trainer import TrainConfig
-    try:
-        ckpt = read_checkpoint(a.ckpt)
-    except (CheckpointError, OSError) as e:
-        raise SystemExit(f'error: cannot read {a.ckpt!r}: {e}')
-    if not isinstance(ckpt, dict) or ckpt.get('format') != 'pyg_ghn.trainer':
-        raise SystemExit(f'error: {a.ckpt!r} is not a pyg_ghn training checkpoint (pyg-ghn train --ckpt ...).')
+    ckpt = _read_training_checkpoint(a.ckpt)
     settings = ckpt.get('run_settings') or {}
     missing = [k for k in _RUN_SETTINGS if k not in settings]
     if missing or ckpt.get('num_architectures') is None:
@@ -148,7 +142,7 @@ def cmd_continue(a: argparse.Namespace) -> None:
     if a.ckpt_every is not None:
         cfg.ckpt_every = a.ckpt_every
     ghn = GHN(**ckpt['ghn_config'])  # its weights come with the rest of the state in load_checkpoint
-    a.resume, a.init, a.seed = True, None, cfg.seed
+    a.resume = True
     a.compact = a.compact or bool(ckpt.get('compact'))
     _run_training(a, ghn, cfg, dict(settings), ckpt['num_architectures'])
 
@@ -282,15 +276,21 @@ def cmd_graph(a: argparse.Namespace) -> None:
         print(f'plot saved to {a.plot}')
 
 
-def cmd_export(a: argparse.Namespace) -> None:
-    from .nn import GHN
+def _read_training_checkpoint(path: str) -> dict:
+    """A ``pyg-ghn train`` checkpoint, checksums verified; a clear exit otherwise."""
     from .nn.checkpoint import CheckpointError, read_checkpoint
     try:
-        ckpt = read_checkpoint(a.ckpt)
+        ckpt = read_checkpoint(path)
     except (CheckpointError, OSError) as e:
-        raise SystemExit(f'error: cannot read {a.ckpt!r}: {e}')
+        raise SystemExit(f'error: cannot read {path!r}: {e}')
     if not isinstance(ckpt, dict) or ckpt.get('format') != 'pyg_ghn.trainer':
-        raise SystemExit(f'error: {a.ckpt!r} is not a pyg_ghn training checkpoint (pyg-ghn train --ckpt ...).')
+        raise SystemExit(f'error: {path!r} is not a pyg_ghn training checkpoint (pyg-ghn train --ckpt ...).')
+    return ckpt
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from .nn import GHN
+    ckpt = _read_training_checkpoint(a.ckpt)
     ghn = GHN(**ckpt['ghn_config'])
     ghn.load_state_dict(ckpt['ghn'])
     state = ckpt['state']

@@ -386,12 +386,8 @@ class Trainer:
         saved, now = ckpt.get('train_config', {}), asdict(self.config)
         diff = [f'{k}: {saved[k]!r} in the checkpoint, {now[k]!r} now' for k in self._RUN_KEYS
                 if k in saved and _plain(saved[k]) != _plain(now[k])]
-        saved_ghn, now_ghn = ckpt.get('ghn_config', {}), self.ghn.config
-        diff += [f'GHN {k}: {saved_ghn.get(k)!r} in the checkpoint, {now_ghn.get(k)!r} now'
-                 for k in sorted(set(saved_ghn) | set(now_ghn)) if _plain(saved_ghn.get(k)) != _plain(now_ghn.get(k))]
-        saved_run, now_run = ckpt.get('run_settings', {}), self.run_settings
-        diff += [f'{k}: {saved_run.get(k)!r} in the checkpoint, {now_run.get(k)!r} now'
-                 for k in sorted(set(saved_run) | set(now_run)) if _plain(saved_run.get(k)) != _plain(now_run.get(k))]
+        diff += _differences(ckpt.get('ghn_config', {}), self.ghn.config, 'GHN ')
+        diff += _differences(ckpt.get('run_settings', {}), self.run_settings)
         n_saved, n_now = ckpt.get('num_architectures'), _len_or_none(self.dataset)
         if n_saved is not None and n_now is not None and n_saved != n_now:
             diff.append(f'training architectures: {n_saved} in the checkpoint, {n_now} now')
@@ -411,6 +407,12 @@ class Trainer:
 
 def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, (tuple, list)) else v
+
+
+def _differences(saved: Dict[str, Any], now: Dict[str, Any], prefix: str = '') -> List[str]:
+    """One line per key whose value differs between a checkpoint's settings and the current ones."""
+    return [f'{prefix}{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now'
+            for k in sorted(set(saved) | set(now)) if _plain(saved.get(k)) != _plain(now.get(k))]
 
 
 def _len_or_none(dataset: Any) -> Optional[int]:

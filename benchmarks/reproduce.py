@@ -68,11 +68,29 @@ def load(path: str) -> Dict[str, Any]:
     return {'protocol': {}, 'records': []}
 
 
-def save(results: Dict[str, Any], path: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, path)
+def _record_key(r: Dict[str, Any]) -> tuple:
+    return r['method'], r['split'], r['net'], r.get('max_batches'), r.get('sgd_steps')
+
+
+def save(results: Dict[str, Any], path: str, new: List[Dict[str, Any]]) -> None:
+    """Adds this run's ``new`` records to the file at ``path``, merging under a lock with what is there now.
+
+    Another run may be writing the same file (a background evaluation of the whole table beside a quick one):
+    rewriting the file from this process's copy would drop the records the other wrote since this one
+    started. So the file is re-read under an exclusive lock, records it lacks are appended, and it is
+    replaced atomically; ``results`` then holds the merged records (the other run's too)."""
+    import fcntl
+    with open(path + '.lock', 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        on_disk = load(path)
+        have = {_record_key(r) for r in on_disk['records']}
+        on_disk['records'] += [r for r in new if _record_key(r) not in have]
+        on_disk['protocol'] = results['protocol']
+        tmp = f'{path}.{os.getpid()}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(on_disk, f, indent=1)
+        os.replace(tmp, path)
+    results['records'] = on_disk['records']
 
 
 def main() -> None:
@@ -131,8 +149,7 @@ def main() -> None:
         rec = {'method': method, 'split': split, 'net': net_name, 'top1': acc['top1'], 'top5': acc['top5'],
                'seconds': seconds, 'num_params': sum(q.numel() for q in net.parameters()),
                'max_batches': args.max_batches, **extra}
-        results['records'].append(rec)
-        save(results, args.out)
+        save(results, args.out, [rec])
         print(json.dumps(rec), flush=True)
 
     for split in args.splits:

@@ -110,8 +110,13 @@ def plot(results: Dict[str, Any], path: str, reference: float = None) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for name, run in results['runs'].items():
-        pts = sorted((p['cpu_hours'], p['top1'], p['sem']) for p in run['points'].values() if 'top1' in p)
+    curves = {name: sorted((p['cpu_hours'], p['top1'], p['sem']) for p in run['points'].values() if 'top1' in p)
+              for name, run in results['runs'].items()}
+    for name, pts in curves.items():
+        # a run continued under another name (a candidate that became the long run) is drawn once, as the
+        # longer curve: its points would hide under it
+        if any(o != name and len(q) > len(pts) and set(pts) <= set(q) for o, q in curves.items()):
+            continue
         if pts:
             x, y, e = zip(*pts)
             ax.errorbar(x, y, yerr=e, marker='o', capsize=3, label=name)
@@ -140,14 +145,22 @@ def main() -> None:
     p.add_argument('--out', default='benchmarks/results_train_recipes.json')
     p.add_argument('--plot', default=None)
     p.add_argument('--reference', type=float, default=None, help='an accuracy drawn as a line (e.g. 54.6)')
+    p.add_argument('--with', dest='others', nargs='+', default=[], metavar='JSON',
+                   help="other runs' results (e.g. training/ghn2_cpu/curve.json) shown in the table and plot")
     a = p.parse_args()
     results = _load(a.out)
     for spec in a.candidate:
         name, _, flags = spec.partition('=')
         train_and_evaluate(name, flags, sorted(a.budgets), a, results)
-    print(table(results))
+    shown = {'runs': dict(results['runs'])}
+    for path in a.others:
+        for name, run in _load(path)['runs'].items():
+            if name in shown['runs']:
+                raise SystemExit(f'error: a run named {name!r} is in {path} and in another results file')
+            shown['runs'][name] = run
+    print(table(shown))
     if a.plot:
-        plot(results, a.plot, a.reference)
+        plot(shown, a.plot, a.reference)
 
 
 if __name__ == '__main__':

@@ -48,10 +48,13 @@ PAPER_CIFAR10_PREDEFINED = {'GHN-2': (58.6, 11.4), 'GHN-1': (19.2, 18.2), 'MLP':
                             'No virtual edges': (41.9, 12.1), 'b_m = 1': (50.6, 17.8)}
 
 
-# The GHNs drawn as lines in the --plot-sgd figure when the results hold many (all are printed).
-PLOT_METHODS = ('GHN-2 (9800 steps)', 'GHN-2 (6000 steps)', 'GHN-2 (1148 steps)', 'GHN-2 (488 steps)',
+# The GHNs drawn as lines in the --plot-sgd figure when the results hold many (all are printed); the shipped
+# one solid and in red, the others dashed in matplotlib's colour cycle without its red (C3).
+SHIPPED = 'GHN-2 (9800 steps)'
+PLOT_METHODS = (SHIPPED, 'GHN-2 (6000 steps)', 'GHN-2 (1148 steps)', 'GHN-2 (488 steps)',
                 'GHN-2 (148 steps, CPU)', 'MLP (148 steps)', 'b_m = 1, 8x longer (1184 steps)', 'He init')
-PLOT_LABELS = {'GHN-2 (9800 steps)': 'GHN-2, shipped (9800 steps)'}
+PLOT_LABELS = {SHIPPED: 'GHN-2, shipped (9800 steps)'}
+OTHER_COLORS = [f'C{i}' for i in range(10) if i != 3]
 
 
 def architectures(split: str, n: int, root: str) -> List[Tuple[str, torch.nn.Module]]:
@@ -220,11 +223,13 @@ def sgd_equivalents(results: Dict[str, Any], max_batches: Optional[int], path: s
         if accs:
             print(f'  {m:<34} top-1 {np.mean(accs):5.1f}  worth {", ".join(worth)} steps')
             if m in PLOT_METHODS or len(others) <= 4:
-                shipped = m in PLOT_LABELS  # the GHN users get: drawn solid and in red so it stands out
-                ax.axhline(np.mean(accs), ls='-' if shipped else '--', lw=2.0 if shipped else 1.2,
-                           color='tab:red' if shipped else f'C{drawn % 10 if drawn % 10 != 3 else 9}',
+                if m == SHIPPED:
+                    style = dict(ls='-', lw=2.0, color='tab:red')
+                else:
+                    style = dict(ls='--', lw=1.2, color=OTHER_COLORS[drawn % len(OTHER_COLORS)])
+                    drawn += 1
+                ax.axhline(np.mean(accs), **style,
                            label=f'{PLOT_LABELS.get(m, m)}: {np.mean(accs):.1f}% (= {", ".join(worth)} steps)')
-                drawn += 1
     ax.set_xscale('log')
     ax.set(xlabel='SGD steps (batches of 96)', ylabel='top-1 (%)',
            title='Predicted parameters vs SGD from scratch, ID-test')

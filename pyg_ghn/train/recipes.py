@@ -43,8 +43,9 @@ RECIPES: Dict[str, Recipe] = {
     # The networks' forward and backward passes are 96% of a paper step on a CPU and scale with the images,
     # so fewer images buy more steps per core-hour (CPU time per step, one core: 64 images 13.8 s, 32 6.4 s,
     # 16 3.6 s). At equal core-hours 16 images beat 64 from 0.3 core-hours on (28.9 vs 26.1% ID at 0.6;
-    # benchmarks/train_recipes.py, benchmarks/README.md "Training cost"). 20,000 steps (LR drops at 13,333
-    # and 16,667) over 100,000 architectures: a run that spans sessions, continued from its committed state.
+    # benchmarks/train_recipes.py, benchmarks/README.md "Training cost"). 20,000 steps (LR drops at 13,500
+    # and 16,500: the 2/3 and 5/6 milestones fall on whole epochs, 27 and 33) over 100,000 architectures:
+    # a run that spans sessions, continued from its committed state.
     'cpu': Recipe(batch_size=16, meta_batch=8, archs=100_000, epochs=40, steps_per_epoch=500, lr=1e-3,
                   channels=(32, 128)),
 }

@@ -101,6 +101,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     if os.path.exists(a.ckpt) and not a.resume:
         raise SystemExit(f'error: {a.ckpt!r} exists: pass --resume to continue that run (or pyg-ghn continue '
                          f'{a.ckpt}), or give a new --ckpt (--init PATH warm-starts a new run from GHN weights).')
+    if not 0 <= a.norm_free_prob <= 1:
+        raise SystemExit(f'error: --norm-free-prob must be in [0, 1], got {a.norm_free_prob}')
     try:
         recipe = get_recipe(a.recipe)
     except ValueError as e:
@@ -118,7 +120,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         # warm start from GHN weights (e.g. a run on another machine); the optimizer starts afresh
         ghn.load_state_dict(GHN.load(a.init).state_dict())
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, meta_batch=a.meta_batch, max_nodes=a.max_nodes,
-                      steps_per_epoch=a.steps_per_epoch, ckpt_every=a.ckpt_every, amp=a.amp, seed=a.seed)
+                      steps_per_epoch=a.steps_per_epoch, ckpt_every=a.ckpt_every, amp=a.amp, seed=a.seed,
+                      norm_free_prob=a.norm_free_prob)
     settings = {'data': a.data, 'batch_size': a.batch_size, 'channels': list(a.channels)}
     _run_training(a, ghn, cfg, settings, a.archs)
 
@@ -343,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--channels', type=int, nargs=2, default=None, metavar=('LOW', 'HIGH'),
                    help='range of the training-time width C (recipe)')
     t.add_argument('--max-nodes', type=int, default=2200)
+    t.add_argument('--norm-free-prob', type=float, default=0.,
+                   help='probability that an architecture of a meta-batch is one of the training architectures '
+                        'without BatchNorm (0: uniform, the paper; DeepNets-1M has 3%% of them)')
     t.add_argument('--lr', type=float, default=None, help='(recipe)')
     t.add_argument('--amp', action='store_true')
     t.add_argument('--seed', type=int, default=1111)

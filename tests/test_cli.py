@@ -76,7 +76,9 @@ def test_resume_refuses_settings_that_change_the_run(trained):
     for extra, message in ((['--batch-size', '32'], 'batch_size: 16 in the checkpoint, 32 now'),
                            (['--batch-size', '16', '--no-norm'], 'GHN weight_norm: True in the checkpoint, False now'),
                            (['--batch-size', '16', '--config', 'ghn1'], 'GHN layernorm: True in the checkpoint, '
-                                                                         'False now')):
+                                                                         'False now'),
+                           (['--batch-size', '16', '--norm-free-prob', '0.3'],
+                            'norm_free_prob: 0.0 in the checkpoint, 0.3 now')):
         res = cli('train', *common, *extra, cwd=work, check=False)
         assert res.returncode != 0 and 'another training run' in res.stderr and message in res.stderr, res.stderr
         assert 'size mismatch' not in res.stderr

@@ -54,6 +54,9 @@ class TrainConfig:
     amp: bool = False
     seed: int = 1111
     log_every: int = 50
+    # Probability that a meta-batch slot holds a training architecture without BatchNorm (0: uniform draws,
+    # the paper's; see MetaBatchSampler).
+    norm_free_prob: float = 0.
 
 
 @dataclass
@@ -217,7 +220,7 @@ class Trainer:
     def _arch_stream(self):
         from .meta_batch import meta_batch_loader
         return iter(meta_batch_loader(self.dataset, self.config.meta_batch, self.config.seed, self.state.draws,
-                                      self.num_workers, self.rank, self.world_size))
+                                      self.num_workers, self.rank, self.world_size, self.config.norm_free_prob))
 
     def _over_budget(self, batch: Any) -> bool:
         # The whole meta-batch against max_nodes, as in one process: with ranks, their node counts are summed
@@ -380,7 +383,7 @@ class Trainer:
     # What fixes the run's data order and schedule: resuming with another value would silently continue a
     # different run (the scheduler state would even keep the old milestones).
     _RUN_KEYS = ('seed', 'meta_batch', 'max_nodes', 'steps_per_epoch', 'epochs', 'lr', 'lr_milestones',
-                 'gamma', 'weight_decay', 'grad_clip')
+                 'gamma', 'weight_decay', 'grad_clip', 'norm_free_prob')
 
     def _check_same_run(self, path: str, ckpt: Dict[str, Any]) -> None:
         saved, now = ckpt.get('train_config', {}), asdict(self.config)

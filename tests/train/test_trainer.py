@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from pyg_ghn.datasets import FashionMNIST, InMemoryImageDataset, image_loaders
 from pyg_ghn.datasets.deepnets1m import DeepNets1M, build_network
 from pyg_ghn.nn import GHN
-from pyg_ghn.train.meta_batch import MetaBatchSampler, meta_batch_loader, networks_of
+from pyg_ghn.train.meta_batch import MetaBatchSampler, meta_batch_loader, networks_of, norm_free_indices
 from pyg_ghn.train.trainer import TooManySkippedSteps, TrainConfig, Trainer
 
 
@@ -247,6 +247,8 @@ def test_resume_refuses_another_run(archs, loaders, tmp_path):
     with pytest.raises(ValueError, match=r"another training run.*seed: 0 in the checkpoint, 1 now; "
                                          r"meta_batch: 4 in the checkpoint, 2 now"):
         make_trainer(archs, loaders.train, seed=1, meta_batch=2).load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"another training run.*norm_free_prob: 0.0 in the checkpoint, 0.5 now"):
+        make_trainer(archs, loaders.train, norm_free_prob=0.5).load_checkpoint(path)
     with pytest.raises(ValueError, match=r'training architectures: 6 in the checkpoint, 4 now'):
         make_trainer(archs[:4], loaders.train).load_checkpoint(path)
     # Settings that do not change the run (checkpoint frequency, logging) may differ.
@@ -484,6 +486,50 @@ def test_meta_batch_sampler_ranks_partition_a_draw():
     assert [parts[k % 4][k // 4] for k in range(8)] == full
     with pytest.raises(ValueError, match='multiple of the world size'):
         MetaBatchSampler(50, 6, world_size=4)
+
+
+def test_meta_batch_sampler_oversamples_a_subset_in_the_replaced_slots_only():
+    subset, p, draws = list(range(990, 1000)), 0.25, 4000
+    uniform = MetaBatchSampler(1000, 8, seed=5)
+    over = MetaBatchSampler(1000, 8, seed=5, subset=subset, subset_prob=p)
+    assert MetaBatchSampler(1000, 8, seed=5, subset=subset, subset_prob=0.).draw(7) == uniform.draw(7)
+    in_subset = changed = 0
+    for k in range(draws):
+        u, o = uniform.draw(k), over.draw(k)
+        assert [s for _, s in o] == [s for _, s in u]  # widths keep their seeds
+        for (iu, _), (io, _) in zip(u, o):
+            in_subset += io in subset
+            changed += io != iu
+            assert io == iu or io in subset  # a slot either keeps its uniform draw or comes from the subset
+    # A slot is in the subset with probability p + (1 - p) * 1%: 0.2575 over 32,000 Bernoulli slots, whose
+    # standard deviation is 0.0024; 5 of them is the tolerance.
+    assert abs(in_subset / (8 * draws) - (p + (1 - p) * 0.01)) < 0.012
+    assert changed > 0 and over.draw(3) == MetaBatchSampler(1000, 8, seed=5, subset=subset, subset_prob=p).draw(3)
+    assert all(i in subset for i, _ in MetaBatchSampler(1000, 8, seed=5, subset=subset, subset_prob=1.).draw(0))
+
+
+def test_meta_batch_sampler_rejects_a_bad_subset():
+    with pytest.raises(ValueError, match='non-empty subset'):
+        MetaBatchSampler(50, 8, subset_prob=0.5)
+    with pytest.raises(ValueError, match=r'subset_prob must be in \[0, 1\]'):
+        MetaBatchSampler(50, 8, subset=[1], subset_prob=1.5)
+    with pytest.raises(ValueError, match=r'subset indices must lie in \[0, 50\)'):
+        MetaBatchSampler(50, 8, subset=[50], subset_prob=0.5)
+
+
+def test_norm_free_indices_are_the_networks_without_batchnorm(arch_root):
+    archs = TinyDeepNets1M(arch_root, 'train', num_nets=200, log=False)  # ~3% norm-free: a few of 200
+    with torch.device('meta'):
+        no_bn = [i for i in range(len(archs)) if not any(
+            isinstance(m, torch.nn.BatchNorm2d) for m in build_network(archs.net_args(i)).modules())]
+    assert no_bn and norm_free_indices(archs) == no_bn
+    batch = next(iter(meta_batch_loader(archs, 4, seed=0, norm_free_prob=1.)))
+    assert set(batch.net_idx.tolist()) <= set(no_bn)
+    bn_only = archs[torch.tensor([i for i in range(len(archs)) if i not in no_bn][:6])]
+    # positions in a view of the split, not rows of its net_args list
+    assert norm_free_indices(archs[torch.tensor([bn_only.indices()[0]] + no_bn)]) == list(range(1, len(no_bn) + 1))
+    with pytest.raises(ValueError, match='none of the 6 architectures is without BatchNorm'):
+        meta_batch_loader(bn_only, 2, norm_free_prob=0.5)
 
 
 def test_meta_batch_loader_resumes_with_the_same_graphs(archs):

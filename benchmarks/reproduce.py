@@ -50,10 +50,11 @@ PAPER_CIFAR10_PREDEFINED = {'GHN-2': (58.6, 11.4), 'GHN-1': (19.2, 18.2), 'MLP':
 
 # The GHNs drawn as lines in the --plot-sgd figure when the results hold many (all are printed); the shipped
 # one solid and in red, the others dashed in matplotlib's colour cycle without its red (C3).
-SHIPPED = 'GHN-2 (18157+2000 nf25 steps)'
-PLOT_METHODS = (SHIPPED, 'GHN-2 (16600 steps)', 'GHN-2 (9800 steps)', 'GHN-2 (6000 steps)', 'GHN-2 (1148 steps)',
-                'GHN-2 (488 steps)', 'GHN-2 (148 steps, CPU)', 'MLP (148 steps)', 'b_m = 1, 8x longer (1184 steps)', 'He init')
-PLOT_LABELS = {SHIPPED: 'GHN-2, shipped (18,157 + 2,000 steps, nf25)'}
+SHIPPED = 'GHN-2 (18157+2000 nf25+1000 nf50 steps)'
+PLOT_METHODS = (SHIPPED, 'GHN-2 (18157+2000 nf25 steps)', 'GHN-2 (16600 steps)', 'GHN-2 (9800 steps)',
+                'GHN-2 (6000 steps)', 'GHN-2 (1148 steps)', 'GHN-2 (488 steps)', 'GHN-2 (148 steps, CPU)',
+                'MLP (148 steps)', 'b_m = 1, 8x longer (1184 steps)', 'He init')
+PLOT_LABELS = {SHIPPED: 'GHN-2, shipped (18,157 + 2,000 + 1,000 steps)'}
 OTHER_COLORS = [f'C{i}' for i in range(10) if i != 3]
 
 

@@ -37,5 +37,5 @@ def test_predicted_parameters_beat_random_init_on_unseen_architectures(tmp_path)
         he_acc.append(evaluate(net, test, topk=(1,), max_batches=4)['top1'])
     ghn_mean, he_mean = sum(ghn_acc) / 3, sum(he_acc) / 3
     # Chance is 10%; thresholds are set well below what the shipped GHN measures (benchmarks/README.md).
-    assert ghn_mean > 40, ghn_acc  # the shipped GHN-2 measures 73.5 +- 1.7 on 20 ID-test networks
+    assert ghn_mean > 40, ghn_acc  # the shipped GHN-2 measures 73.4 +- 1.8 on 20 ID-test networks
     assert ghn_mean > he_mean + 25, (ghn_acc, he_acc)

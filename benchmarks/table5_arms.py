@@ -19,25 +19,14 @@ import glob
 import json
 import os
 import re
-import statistics
+import sys
 from typing import Dict, List, Optional, Tuple
 
+# The pairing helpers live beside this script (benchmarks/paired.py); benchmarks/ is not a package.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paired import by_net as _by_net, paired, records as _records  # noqa: E402
+
 _ARM_LABEL = re.compile(r'^(?P<name>.+) @ (?P<steps>\d+) steps$')
-
-
-def _records(path: str) -> List[dict]:
-    with open(path) as f:
-        return json.load(f)['records']
-
-
-def _by_net(records: List[dict], method: str) -> Dict[str, Tuple[float, Optional[int]]]:
-    return {r['net']: (r['top1'], r.get('max_batches')) for r in records
-            if r['method'] == method and r['split'] == 'test'}
-
-
-def _mean_sem(values: List[float]) -> Tuple[float, float]:
-    mean = statistics.mean(values)
-    return mean, (statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.)
 
 
 def base_points(base: str) -> Dict[int, Dict[str, Tuple[float, Optional[int]]]]:
@@ -72,17 +61,13 @@ def compare(base: str, arms: List[str]) -> Tuple[List[dict], List[str]]:
             if steps not in ghn2:
                 unmatched.append(f'{label}: the long run has no curve point at step {steps}')
                 continue
-            nets = sorted(set(arm_nets) & set(ghn2[steps]), key=lambda n: (len(n), n))
-            nets = [n for n in nets if arm_nets[n][1] == ghn2[steps][n][1]]
-            if len(nets) < 2:
+            try:
+                r = paired(arm_nets, ghn2[steps])
+            except ValueError:
                 unmatched.append(f'{label}: fewer than 2 networks evaluated like the long run')
                 continue
-            a = [arm_nets[n][0] for n in nets]
-            g = [ghn2[steps][n][0] for n in nets]
-            diff = [y - x for x, y in zip(a, g)]
-            rows.append({'arm': os.path.basename(os.path.normpath(arm)), 'steps': steps, 'n': len(nets),
-                         'arm_top1': _mean_sem(a), 'ghn2_top1': _mean_sem(g), 'diff': _mean_sem(diff),
-                         'ahead': sum(d > 0 for d in diff)})
+            rows.append({'arm': os.path.basename(os.path.normpath(arm)), 'steps': steps, 'n': r['n'],
+                         'arm_top1': r['a'], 'ghn2_top1': r['b'], 'diff': r['diff'], 'ahead': r['ahead']})
     return rows, unmatched
 
 

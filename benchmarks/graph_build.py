@@ -6,8 +6,8 @@ Prints a table: the median over repeats of ``pyg_ghn.from_module`` (tracing incl
 ResNet-50 at 32x32 and 224x224, the DARTS network of DeepNets-1M (794 nodes) and the same network written
 as other code bases write it (``tests/graph/user_style_nets.py``: the DARTS repository's ``NetworkCIFAR``
 with heads that flatten by ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``, ``x.mean([2, 3])``,
-``squeeze``, and the original DeepNets-1M ViT cell with einsum), split into the tracing forward pass and the
-rest; ``vs ours`` is the time over that of pyg_ghn's own network of the same architecture. The original
+``squeeze``, and the original DeepNets-1M ViT cell with einsum), and ResNet-50 and DARTS built on ``meta``,
+split into the tracing forward pass and the rest; ``vs ours`` is the time over that of pyg_ghn's own network of the same architecture. The original
 builder's times on one core of this machine (spec) are printed beside them for scale.
 """
 import argparse
@@ -56,7 +56,11 @@ def main() -> None:
                for head in ('view', 'reshape', 'mean', 'squeeze')],
              ('vit @32', vit(), (3, 32, 32)),
              ('vit-original @32', original_vit(), (3, 32, 32))]
-    ours = {'darts-repo': 'darts-794 @32', 'vit-original': 'vit @32'}
+    with torch.device('meta'):  # built without memory (as big models are): traced on CPU stand-ins
+        cases += [('meta resnet50 @224', torchvision.models.resnet50(), (3, 224, 224)),
+                  ('meta darts-794 @32', darts(), (3, 32, 32))]
+    ours = {'darts-repo': 'darts-794 @32', 'vit-original': 'vit @32',
+            'meta resnet50 @224': 'resnet50 @224', 'meta darts-794 @32': 'darts-794 @32'}
     print(f'{"network":<19}{"nodes":>6}{"virtual":>9}{"total ms":>10}{"trace ms":>10}{"rest ms":>9}'
           f'{"vs ours":>9}{"original ms":>13}{"target ms":>11}')
     totals_ms = {}
@@ -69,7 +73,7 @@ def main() -> None:
             traces.append(trace_times[-1])
         total, trace = statistics.median(totals[1:]) * 1e3, statistics.median(traces[1:]) * 1e3
         totals_ms[name] = total
-        ref = ours.get(name.split()[0])
+        ref = ours.get(name) or ours.get(name.split()[0])
         ratio = f'{total / totals_ms[ref]:.2f}x' if ref else ''
         print(f'{name:<19}{g.num_nodes:>6}{g.edge_index_sp.size(1):>9}{total:>10.1f}{trace:>10.1f}'
               f'{total - trace:>9.1f}{ratio:>9}{ORIGINAL_MS.get(name, float("nan")):>13.0f}'

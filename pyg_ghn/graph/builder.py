@@ -304,7 +304,8 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
             classifier staying the last nodes. Graphs of models without such tensors or outputs are the same
             either way.
         device: where to trace; ``None`` traces on an empty batch on the model's device (no compute), falling
-            back to data there or on ``meta``, whichever is faster for the input size.
+            back to data there or on ``meta``, whichever is faster for the input size. A model on ``meta``
+            traces on uninitialised CPU stand-ins first (an empty batch allocates but computes nothing).
         warn: warn about parameters left without a node (they are listed in ``graph.unpredicted``).
 
     Raises:

@@ -141,6 +141,35 @@ def test_meta_and_real_tracing_agree(device):
     assert torch.equal(a.x, b.x) and torch.equal(a.shape, b.shape)
 
 
+def _deepnets_train_net():  # BatchNorm without running statistics, as DeepNets-1M networks train
+    from pyg_ghn.datasets.deepnets1m import build_network
+    from pyg_ghn.deepnets.generator import generate_net
+    return build_network({**generate_net('train', 3), 'C': 24})
+
+
+@pytest.mark.parametrize('builder, size', [
+    (lambda: torchvision.models.resnet18(num_classes=10), 64),       # BatchNorm with running statistics
+    (_deepnets_train_net, 32),
+    (lambda: torchvision.models.VisionTransformer(32, 8, 2, 2, 64, 64, num_classes=10), 32),  # no empty batch
+])
+def test_meta_model_traces_like_the_real_one(builder, size):
+    # A model built on meta (nothing allocated) traces on uninitialised CPU stand-ins or, where an empty batch
+    # cannot run (attention), on meta data: the graph is the real model's, the model stays on meta, untouched.
+    torch.manual_seed(0)
+    real = builder()
+    with torch.device('meta'):
+        meta = builder()
+    # (Operation nodes' labels name the autograd function, which depends on the backend: attention is
+    # ScaledDotProductFlashAttentionForCpuBackward0 on the CPU, BmmBackward0 on meta; both are `msa`.)
+    def same(a, b):
+        assert a.param_names == b.param_names and torch.equal(a.x, b.x) and torch.equal(a.shape, b.shape)
+        assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.edge_index_sp, b.edge_index_sp)
+    b = from_module(real, size, warn=False)
+    same(from_module(meta, size, warn=False), b)
+    same(from_module(meta, size, device='cpu', warn=False), b)   # explicitly on the CPU: no copy out of meta
+    assert all(t.is_meta for t in meta.state_dict().values())
+
+
 class DictOut(nn.Module):
     def __init__(self):
         super().__init__()

@@ -78,7 +78,13 @@ def _output_tensors(out: Any) -> List[Tensor]:
 _SMALL_INPUT = 3 * 64 * 64
 
 
-def _attempts(devices: Set[torch.device], input_size: Sequence[int], device) -> List[Tuple[torch.device, int]]:
+# A meta model's CPU stand-ins are allocated but never touched on an empty batch; beyond this many bytes of
+# parameters and buffers (a model built on meta because it does not fit) it traces on meta only.
+_MAX_STAND_IN_BYTES = 2 ** 30
+
+
+def _attempts(devices: Set[torch.device], input_size: Sequence[int], device,
+              nbytes: int = 0) -> List[Tuple[torch.device, int]]:
     # An empty batch (batch size 0) comes first: under ``EmptyBatchGuard`` it records the autograd graph of
     # data without computing anything (ResNet-50: 2 ms instead of 20). A function the guard does not know,
     # or code that infers a dimension from the element count (``x.view(x.size(0), -1)``), stops it, and
@@ -93,7 +99,7 @@ def _attempts(devices: Set[torch.device], input_size: Sequence[int], device) -> 
         return [(torch.device('meta'), 0)] + plan(torch.device('meta'))
     own = next(iter(devices))
     small = math.prod(input_size) <= _SMALL_INPUT
-    if own.type == 'meta':
+    if own.type == 'meta' and nbytes <= _MAX_STAND_IN_BYTES:
         # A meta model (nothing allocated) traces fastest on uninitialised CPU stand-ins on an empty batch, which
         # compute nothing whatever the input size (ResNet-50 at 224: 6 ms; 39 ms on an empty batch on meta, 62 on
         # data on meta, whose kernels are Python decompositions; DeepNets-1M networks, whose BatchNorm keeps no
@@ -164,7 +170,8 @@ def trace_autograd(model: nn.Module, input_size: Sequence[int],
     # The input takes the model's floating dtype (a half or bfloat16 model rejects a float32 input).
     dtype = next((t.dtype for _, kind, _, t in slots if kind == '_parameters' and t.is_floating_point()),
                  torch.get_default_dtype())
-    for target, batch_size in _attempts(devices, input_size, device):
+    nbytes = sum(t.numel() * t.element_size() for t in {id(t): t for _, _, _, t in slots}.values())
+    for target, batch_size in _attempts(devices, input_size, device, nbytes):
         on_meta = target.type == 'meta'
         rng_devices = [target] if target.type == 'cuda' else []
         try:

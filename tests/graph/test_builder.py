@@ -170,6 +170,17 @@ def test_meta_model_traces_like_the_real_one(builder, size):
     assert all(t.is_meta for t in meta.state_dict().values())
 
 
+def test_large_meta_model_never_allocates_on_the_cpu():
+    # Stand-ins are uninitialised and untouched on an empty batch, but a model built on meta because it does
+    # not fit in memory must not get them: above the limit it traces on meta only, as before.
+    from pyg_ghn.graph import trace
+    meta, cpu = torch.device('meta'), torch.device('cpu')
+    assert trace._attempts({meta}, (3, 32, 32), None, nbytes=10 ** 6)[0] == (cpu, 0)
+    big = trace._attempts({meta}, (3, 32, 32), None, nbytes=trace._MAX_STAND_IN_BYTES + 1)
+    assert big and all(dev == meta for dev, _ in big)
+    assert all(dev == meta for dev, _ in trace._attempts({meta}, (3, 224, 224), None, nbytes=2 ** 40))
+
+
 class DictOut(nn.Module):
     def __init__(self):
         super().__init__()

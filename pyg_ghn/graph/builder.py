@@ -305,7 +305,8 @@ def from_module(model: nn.Module, input_size: Optional[Union[int, Sequence[int]]
             either way.
         device: where to trace; ``None`` traces on an empty batch on the model's device (no compute), falling
             back to data there or on ``meta``, whichever is faster for the input size. A model on ``meta``
-            traces on uninitialised CPU stand-ins first (an empty batch allocates but computes nothing; up to 1 GiB of parameters and buffers).
+            (up to 1 GiB of parameters and buffers) traces on uninitialised CPU stand-ins first: an empty
+            batch allocates them but computes nothing.
         warn: warn about parameters left without a node (they are listed in ``graph.unpredicted``).
 
     Raises:

@@ -91,7 +91,8 @@ def plot(base: str, rows: List[dict], path: str) -> None:
                         json.load(f)['runs'][name]['points'].values() if 'top1' in p)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker='o',
-                color='C3', label=f'GHN-2 ({name})', capsize=2)
+                color='black', label=f'GHN-2 ({name})', capsize=2)
+    # GHN-2 is drawn in black so that no arm shares its colour, however many arms there are
     for i, arm in enumerate(sorted({r['arm'] for r in rows})):
         pts = sorted((r['steps'], *r['arm_top1']) for r in rows if r['arm'] == arm)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker='s',

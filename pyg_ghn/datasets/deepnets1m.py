@@ -13,6 +13,7 @@ from ..deepnets.generator import SPLIT_SEEDS, generate_split, sample_train_width
 from ..deepnets.network import Network, count_params
 from ..graph.arch_graph import ArchGraph
 from ..graph.builder import from_module
+from .net_args_list import NetArgsList
 
 __all__ = ['DeepNets1M', 'EVAL_SPLITS', 'build_network', 'fit_eval_width']
 
@@ -143,7 +144,7 @@ class DeepNets1M(ArchitectureDataset):
         self._cache: Optional[OrderedDict] = OrderedDict() if cache else None
         super().__init__(root, transform, pre_transform, log=log)
         with open(self.processed_paths[0]) as f:
-            self.nets: List[Dict[str, Any]] = json.load(f)
+            self.nets = NetArgsList(json.load(f))  # not a list of dicts: see NetArgsList
 
     @property
     def raw_file_names(self) -> List[str]:

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..deepnets.generator import sample_train_width
 from .deepnets1m import ArchitectureDataset
+from .net_args_list import NetArgsList
 from ..deepnets.network import Network
 from ..graph.arch_graph import ArchGraph
 from ..graph.dag import topological_levels
@@ -240,7 +241,7 @@ class DeepNets1MHDF5(ArchitectureDataset):
         if split not in meta:
             raise KeyError(f'split {split!r} is not in {self.raw_paths[1]} (it has {sorted(meta)})')
         meta = meta[split]
-        self.nets: List[Dict[str, Any]] = meta['nets'][:num_nets]
+        self.nets = NetArgsList(meta['nets'][:num_nets])  # not a list of dicts: see NetArgsList
         self.primitives_ext = {int(k): v for k, v in meta['meta']['primitives_ext'].items()}
         self.op_names = {int(k): v for k, v in meta['meta']['unique_op_names'].items()}
 

@@ -1,5 +1,6 @@
 """Tests of :class:`pyg_ghn.train.trainer.Trainer` and :mod:`pyg_ghn.train.meta_batch` on real Fashion-MNIST
 images and small DeepNets-1M training splits generated into a temporary folder."""
+import gc
 import json
 import math
 import os
@@ -8,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from torch_geometric.data import Batch
 
 from pyg_ghn.datasets import FashionMNIST, InMemoryImageDataset, image_loaders
 from pyg_ghn.datasets.deepnets1m import DeepNets1M, build_network
@@ -462,6 +464,29 @@ def test_compact_checkpoint_resumes_the_same_run(arch_root, tmp_path):
     assert_state_dicts_equal(ghn_weights(ref), ghn_weights(exact))
 
 
+# ---------------------------------------------------------------- the garbage collector during training
+def test_objects_alive_before_training_are_frozen_while_it_trains(archs, loaders, monkeypatch):
+    # Full collections would otherwise walk every object of torch, PyG and the datasets again every few steps.
+    trainer = make_trainer(archs, loaders.train, meta_batch=2, steps_per_epoch=2)
+    counts, step = [], Trainer.step
+
+    def counting_step(self, *args, **kwargs):
+        counts.append(gc.get_freeze_count())
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(Trainer, 'step', counting_step)
+    before = gc.get_freeze_count()
+    trainer.train()
+    assert len(counts) == 2 and min(counts) > before + 10_000  # torch alone is ~10^5 objects
+    assert gc.get_freeze_count() == before  # undone on return
+
+    def failing_step(self, *args, **kwargs):
+        raise RuntimeError('boom')
+    monkeypatch.setattr(Trainer, 'step', failing_step)
+    with pytest.raises(RuntimeError, match='boom'):
+        make_trainer(archs, loaders.train, meta_batch=2, steps_per_epoch=2).train()
+    assert gc.get_freeze_count() == before  # and when training fails
+
+
 # ---------------------------------------------------------------- the architecture stream
 
 def test_meta_batch_sampler_draws_are_deterministic():
@@ -530,6 +555,29 @@ def test_norm_free_indices_are_the_networks_without_batchnorm(arch_root):
     assert norm_free_indices(archs[torch.tensor([bn_only.indices()[0]] + no_bn)]) == list(range(1, len(no_bn) + 1))
     with pytest.raises(ValueError, match='none of the 6 architectures is without BatchNorm'):
         meta_batch_loader(bn_only, 2, norm_free_prob=0.5)
+
+
+def test_batches_from_a_worker_equal_those_built_in_process(arch_root, archs, loaders, images):
+    # Workers hand a meta-batch over pickled whole (MetaBatchLoader), not storage by storage: same graphs,
+    # same attached networks, same loss.
+    attached = TinyDeepNets1M(arch_root, 'train', num_nets=6, attach_network=True, log=False)
+    local, remote = iter(meta_batch_loader(attached, 2, seed=0)), iter(meta_batch_loader(attached, 2, seed=0,
+                                                                                              num_workers=1))
+    trainer = make_trainer(archs, loaders.train)
+    for _ in range(3):
+        a, b = next(local), next(remote)
+        assert isinstance(b, Batch) and a.keys() == b.keys() and a.net_args == b.net_args
+        for key in a.keys():
+            if isinstance(a[key], torch.Tensor):
+                assert torch.equal(a[key], b[key]), key
+        for net_a, net_b in zip(a.network, b.network):
+            assert [(k, v.shape, v.is_meta) for k, v in net_a.state_dict().items()] == \
+                [(k, v.shape, v.is_meta) for k, v in net_b.state_dict().items()]
+        with torch.no_grad():
+            torch.manual_seed(1)  # Dropout in the classifiers
+            loss_a = trainer.loss(a, *images)[0]
+            torch.manual_seed(1)
+            assert torch.equal(loss_a, trainer.loss(b, *images)[0])
 
 
 def test_meta_batch_loader_resumes_with_the_same_graphs(archs):

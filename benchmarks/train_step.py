@@ -1,7 +1,7 @@
 """Time and memory of one GHN-2 training step on the CPU, split into phases, for one or more recipes.
 
     python benchmarks/train_step.py [--steps 5] [--threads 1 2] [--recipe paper cpu] [--workers 0 1]
-        [--gc-freeze 1 0] [--meta-batch 8] [--batch-size 64] [--archs 100000 --arch-root data/deepnets1m]
+        [--handover pickled pyg] [--gc-freeze 1 0] [--meta-batch 8] [--batch-size 64] [--archs 100000 --arch-root data/deepnets1m]
 
 A step as :meth:`pyg_ghn.train.trainer.Trainer.step` runs it: a meta-batch of DeepNets-1M training
 architectures at their sampled training widths (the trainer's stream, :class:`MetaBatchSampler`, seed 1111,
@@ -12,7 +12,9 @@ separately with the trainer's pieces:
 
 * ``data``: the image batch and the meta-batch of graphs (building the networks and tracing them), then
   :func:`networks_of`; with ``--workers 1`` the graphs and networks are built by a DataLoader worker ahead of
-  the step, and ``data`` is what the step still waits for;
+  the step, and ``data`` is what the step still waits for (``--handover``: the trainer's
+  :class:`MetaBatchLoader`, which has the worker pickle the batch whole, or PyG's DataLoader, whose batches
+  cross storage by storage; ``--gc-freeze``: with or without the trainer's :func:`gc.freeze`);
 * ``ghn fwd``: :meth:`GHN.predict_parameters`;
 * ``nets f+b``: every network's forward pass with :func:`torch.func.functional_call` on detached copies of
   the predicted parameters, the mean cross-entropy, and its backward pass to those parameters;
@@ -21,12 +23,11 @@ separately with the trainer's pieces:
 * ``sum``: the phases after ``data``; ``step``: :meth:`Trainer.step` on the same meta-batch and images, for
   comparison (it also computes accuracies).
 
-Each (recipe, workers, threads) runs in its own process (so that peak RSS is its own); medians over
+Each (recipe, workers, hand-over, freeze, threads) runs in its own process (so that peak RSS is its own); medians over
 ``--steps`` steps after one warm-up step, in wall seconds, and ``cpu`` is the process's CPU time of a whole
 step (all threads; a worker's is not included), ``gc`` the mean (not median: full collections are rare and
-long) time the main process spent in Python's cyclic
-garbage collector during it (a full collection walks every tracked object, the dataset's included: run with
-``--archs`` as large as the real run's). Every row draws the same architectures. Peak memory is the
+long) time the main process spent in Python's cyclic garbage collector during it (a full collection walks
+every tracked object, the dataset's included: run with ``--archs`` as large as the real run's). Every row draws the same architectures. Peak memory is the
 process's maximum resident set size (``getrusage``) and its growth over the resident size before the first
 step.
 """
@@ -78,7 +79,13 @@ def run(args: argparse.Namespace) -> dict:
     trainer = Trainer(ghn, archs, None, build_network, config, progress=False)
     freeze = _frozen_heap() if args.gc_freeze[0] else contextlib.nullcontext()
     freeze.__enter__()  # as Trainer.train does (unless --gc-freeze 0): before the worker forks
-    stream = iter(meta_batch_loader(archs, meta_batch, seed=1111, num_workers=workers))
+    if args.handover[0] == 'pickled':  # what the trainer uses
+        stream = iter(meta_batch_loader(archs, meta_batch, seed=1111, num_workers=workers))
+    else:  # PyG's DataLoader on the same draws: workers hand the batch over storage by storage
+        from torch_geometric.loader import DataLoader
+        from pyg_ghn.train.meta_batch import MetaBatchSampler
+        stream = iter(DataLoader(archs, batch_sampler=MetaBatchSampler(len(archs), meta_batch, 1111),
+                                 num_workers=workers, persistent_workers=workers > 0))
     device = torch.device('cpu')
     rss0 = _rss_mb()
 
@@ -151,7 +158,8 @@ def run(args: argparse.Namespace) -> dict:
                   file=sys.stderr)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     freeze.__exit__(None, None, None)
-    return {'recipe': args.recipe[0], 'workers': workers, 'gc_freeze': args.gc_freeze[0], 'meta_batch': meta_batch, 'batch_size': batch_size,
+    return {'recipe': args.recipe[0], 'workers': workers, 'gc_freeze': args.gc_freeze[0],
+            'handover': args.handover[0], 'meta_batch': meta_batch, 'batch_size': batch_size,
             'threads': threads, 'nodes': statistics.median(nodes),
             'median_s': {k: statistics.median(v) for k, v in times.items()},
             'mean_s': {k: statistics.mean(v) for k, v in times.items()},
@@ -167,6 +175,9 @@ def main() -> None:
     parser.add_argument('--gc-freeze', type=int, nargs='+', default=[1], choices=[0, 1],
                         help="1: objects alive before the first step are frozen out of the garbage collector's "
                              'reach, as Trainer.train does; 0: not')
+    parser.add_argument('--handover', nargs='+', default=['pickled'], choices=['pickled', 'pyg'],
+                        help="how workers hand a meta-batch over: 'pickled' whole (MetaBatchLoader, the trainer's) "
+                             "or 'pyg' (PyG's DataLoader: tensor storages one by one through shared memory)")
     parser.add_argument('--meta-batch', type=int, default=None, help="default: the recipe's")
     parser.add_argument('--batch-size', type=int, default=None, help="default: the recipe's")
     parser.add_argument('--archs', type=int, default=256, help='training architectures to draw from')
@@ -182,10 +193,13 @@ def main() -> None:
     DeepNets1M(args.arch_root, 'train', num_nets=args.archs, log=False)  # generate once, outside the timings
     results = []
     for recipe in args.recipe:
-        for workers, freeze, n in itertools.product(dict.fromkeys(args.workers), dict.fromkeys(args.gc_freeze),
-                                                    dict.fromkeys(args.threads)):
+        for workers, handover, freeze, n in itertools.product(
+                dict.fromkeys(args.workers), dict.fromkeys(args.handover), dict.fromkeys(args.gc_freeze),
+                dict.fromkeys(args.threads)):
+            if workers == 0 and handover != args.handover[0]:
+                continue  # without workers nothing is handed over
             cmd = [sys.executable, __file__, '--worker', '--threads', str(n), '--steps', str(args.steps),
-                   '--gc-freeze', str(freeze),
+                   '--gc-freeze', str(freeze), '--handover', handover,
                    '--recipe', recipe, '--workers', str(workers), '--archs', str(args.archs),
                    '--arch-root', args.arch_root] + (['--verbose'] if args.verbose else [])
             cmd += ['--meta-batch', str(args.meta_batch)] if args.meta_batch else []
@@ -195,18 +209,19 @@ def main() -> None:
             if args.verbose or out.returncode:
                 print(out.stderr, file=sys.stderr)
             if out.returncode:
-                raise SystemExit(f'the {recipe} run with {workers} workers and {n} threads failed')
+                raise SystemExit(f'the {recipe} run with {workers} workers ({handover}, gc freeze {freeze}) and '
+                                 f'{n} threads failed')
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     print(f'DeepNets-1M train nets (training widths), Fashion-MNIST, CPU; median seconds over {args.steps} steps '
           '(each a different meta-batch); cpu = CPU time of a step (data included), gc = mean seconds a step in '
           'garbage collection, data % and ghn % = shares of the step (data + sum)')
-    print(f'{"recipe":>8}{"b_m":>4}{"imgs":>5}{"wkrs":>5}{"frz":>4}{"thr":>4}{"nodes":>6}' + ''.join(f'{p:>9}' for p in PHASES)
+    print(f'{"recipe":>8}{"b_m":>4}{"imgs":>5}{"wkrs":>5}{"handover":>9}{"frz":>4}{"thr":>4}{"nodes":>6}' + ''.join(f'{p:>9}' for p in PHASES)
           + f'{"cpu":>7}{"gc":>6}{"data %":>8}{"ghn %":>7}{"peak MB":>8}')
     for r in results:
         m = r['median_s']
         total = m['data'] + m['sum']
-        print(f'{r["recipe"]:>8}{r["meta_batch"]:>4}{r["batch_size"]:>5}{r["workers"]:>5}{r["gc_freeze"]:>4}{r["threads"]:>4}'
+        print(f'{r["recipe"]:>8}{r["meta_batch"]:>4}{r["batch_size"]:>5}{r["workers"]:>5}{r["handover"]:>9}{r["gc_freeze"]:>4}{r["threads"]:>4}'
               f'{r["nodes"]:>6.0f}' + ''.join(f'{m[p]:>9.2f}' for p in PHASES) + f'{m["cpu"]:>7.2f}{r["mean_s"]["gc"]:>6.2f}'
               f'{100 * m["data"] / total:>8.1f}{100 * (m["ghn fwd"] + m["ghn bwd"]) / total:>7.1f}'
               f'{r["peak_rss_mb"]:>8.0f}')

@@ -364,3 +364,24 @@ def test_meta_batch_speed():
         assert best < 1.0  # target 0.4 s on an idle core; generous for shared machines
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('stem_pool,slices', [(False, 1), (True, 4)])
+def test_flatten_head_is_channel_blind_on_an_8x8_map(stem_pool, slices):
+    # The original tiling (W[o, i] = P[o mod 64, i mod 64]) on a head that flattens a C x HW map gives every
+    # channel the same weights when HW = 64, and 4 distinct per-channel slices when HW = 16: a limitation of
+    # the method we reproduce (benchmarks/flatten_head.py), pinned here so that a change to it is deliberate.
+    from pyg_ghn.deepnets.genotypes import DARTS
+    from pyg_ghn.deepnets.network import Network
+    from pyg_ghn.graph import from_module
+    net = Network(16, 10, DARTS, 4, glob_avg=False, stem_pool=stem_pool, fc_layers=2, fc_dim=128)
+    maps = []
+    net.cells[-1].register_forward_hook(lambda m, i, o: maps.append(o.shape[1:]))
+    net.eval()(torch.zeros(1, 3, 32, 32))
+    C, h, w = maps[0]
+    hw = h * w
+    assert hw == (16 if stem_pool else 64) and net.classifier[0].in_features == C * hw
+    with torch.no_grad():
+        w = _random_ghn('ghn2').predict_parameters(from_module(net, warn=False))[0]['classifier.0.weight']
+    per_channel = w.view(128, C, hw).transpose(0, 1).reshape(C, -1)
+    assert torch.unique(per_channel, dim=0).shape[0] == slices

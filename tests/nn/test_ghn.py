@@ -382,6 +382,6 @@ def test_flatten_head_is_channel_blind_on_an_8x8_map(stem_pool, slices):
     hw = h * w
     assert hw == (16 if stem_pool else 64) and net.classifier[0].in_features == C * hw
     with torch.no_grad():
-        w = _random_ghn('ghn2').predict_parameters(from_module(net, warn=False))[0]['classifier.0.weight']
-    per_channel = w.view(128, C, hw).transpose(0, 1).reshape(C, -1)
+        weight = _random_ghn('ghn2').predict_parameters(from_module(net, warn=False))[0]['classifier.0.weight']
+    per_channel = weight.view(128, C, hw).transpose(0, 1).reshape(C, -1)
     assert torch.unique(per_channel, dim=0).shape[0] == slices

@@ -20,9 +20,10 @@ reproduce.py protocol: first ``--max-batches`` x 64 Fashion-MNIST test images, B
 statistics) and, from ``--results`` (a ``benchmarks/reproduce.py`` file), SGD-100's where it was run.
 """
 import argparse
-import json
 import os
-from typing import Dict, Optional
+import sys
+from collections import Counter
+from typing import Tuple
 
 import torch
 from torch import nn
@@ -34,9 +35,14 @@ from pyg_ghn.graph import from_module
 from pyg_ghn.nn import GHN
 from pyg_ghn.train import evaluate
 
+# The result-file helpers live beside this script (benchmarks/paired.py); benchmarks/ is not a package.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paired import by_net, records  # noqa: E402
 
-def first_linear(net: nn.Module) -> nn.Linear:
-    return next(m for m in net.classifier.modules() if isinstance(m, nn.Linear))
+
+def first_linear(net: nn.Module) -> Tuple[str, nn.Linear]:
+    """The head's first ``Linear`` and its name in ``net.classifier``."""
+    return next((name, m) for name, m in net.classifier.named_children() if isinstance(m, nn.Linear))
 
 
 def final_map(net: nn.Module) -> torch.Size:
@@ -49,21 +55,14 @@ def final_map(net: nn.Module) -> torch.Size:
     return shapes[0]
 
 
-def top1(results: Optional[dict], method: str, split: str, net: int) -> Optional[float]:
-    if results is None:
-        return None
-    hits = [r['top1'] for r in results['records']
-            if r['split'] == split and str(r['net']) == str(net) and r['method'] == method]
-    return hits[-1] if hits else None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--ghn', default='pretrained', help="'pretrained' or a GHN file")
     ap.add_argument('--splits', nargs='*', default=['test', 'wide', 'deep', 'dense', 'bnfree'])
     ap.add_argument('--root', default='data/deepnets1m')
     ap.add_argument('--max-nets', type=int, default=10, help='networks without global pooling listed per split')
-    ap.add_argument('--results', default=None, help='reproduce.py results (GHN and SGD-100 top-1)')
+    ap.add_argument('--results', default=None,
+                    help="reproduce.py results: SGD-100's top-1 on the same test images (same --max-batches)")
     ap.add_argument('--max-batches', type=int, default=20)
     ap.add_argument('--sgd-method', default='SGD 100 steps')
     ap.add_argument('--train-nets', type=int, default=100000, help='size of the train split (the recipe: 100,000)')
@@ -72,30 +71,29 @@ def main() -> None:
 
     ghn = (GHN.from_pretrained() if args.ghn == 'pretrained' else GHN.load(args.ghn)).eval()
     loaders = image_loaders('fashion_mnist', split='test', batch_size=64, test_batch_size=64)
-    results = json.load(open(args.results)) if args.results and os.path.exists(args.results) else None
+    results = records(args.results) if args.results and os.path.exists(args.results) else []
     print(f"{'split':8s} {'net':>6s} {'nets w/o GAP':>13s} {'map C x H x W':>14s} {'linear':>12s} "
           f"{'channel slices':>15s} {'rank':>5s} {'GHN':>6s} {'SGD-100':>8s}")
     for split in args.splits:
         ds = DeepNets1M(args.root, split, num_nets=args.train_nets if split == 'train' else None, log=False)
         flat = [i for i, a in enumerate(ds.nets) if not a['glob_avg']]
-        # the final map's size of every one of them, from its arguments (the listed ones are also measured)
-        counts: Dict[int, int] = {}
-        for i in flat:
-            a = ds.nets[i]
-            counts[_final_resolution(False, a['stem_type'], a['stem_pool'], False)] = \
-                counts.get(_final_resolution(False, a['stem_type'], a['stem_pool'], False), 0) + 1
+        # the final map's side of every one of them, from its arguments (the listed ones are also measured)
+        counts = Counter(_final_resolution(False, ds.nets[i]['stem_type'], ds.nets[i]['stem_pool'], False)
+                         for i in flat)
+        sgd = {net: acc for net, (acc, mb) in by_net(results, args.sgd_method, split).items()
+               if mb == args.max_batches}
         for k, i in enumerate(flat[:args.max_nets]):
             net = ds.network(i)
             c, h, w = final_map(net)
-            lin = first_linear(net)
+            name, lin = first_linear(net)
             with torch.no_grad():
                 params = ghn.predict_parameters(from_module(net, warn=False))[0]
-            W = params[f'classifier.{_index(net, lin)}.weight']
+            W = params[f'classifier.{name}.weight']
             slices = W.view(W.shape[0], c, h * w).transpose(0, 1).reshape(c, -1)
             distinct = torch.unique(slices, dim=0).shape[0]
             ghn_acc = evaluate(net, loaders.eval, topk=(1,), bn_mode='batch', params=params,
                                max_batches=args.max_batches)['top1']
-            sgd_acc = top1(results, args.sgd_method, split, i)
+            sgd_acc = sgd.get(str(i))
             fmt = lambda v: '–' if v is None else f'{v:.1f}'  # noqa: E731
             print(f"{split:8s} {i:6d} {f'{len(flat)} of {len(ds.nets)}' if k == 0 else '':>13s} "
                   f"{f'{c} x {h} x {w}':>14s} {f'{lin.out_features} x {lin.in_features}':>12s} "
@@ -106,10 +104,6 @@ def main() -> None:
         else:
             print(f"{split:8s} all {len(flat)} without global pooling, by final map: "
                   + ', '.join(f'{s} x {s}: {n}' for s, n in sorted(counts.items(), reverse=True)))
-
-
-def _index(net: nn.Module, lin: nn.Linear) -> str:
-    return next(name for name, m in net.classifier.named_children() if m is lin)
 
 
 if __name__ == '__main__':
